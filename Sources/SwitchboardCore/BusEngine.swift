@@ -1,0 +1,424 @@
+import DequeModule
+import Logging
+import Metrics
+
+/// Everything one batch of bus work decided, between sequencing and delivery.
+struct Batch {
+    enum Effect {
+        /// Deliver `envelopes[index]`; ack the origin when `ack` is set.
+        case deliver(index: Int, origin: LocalBus.Origin?, ack: Bool)
+        /// Deliver an ephemeral envelope (typing) that was never stored.
+        case ephemeral(Envelope, origin: SessionHandle)
+        /// Answer a repeated client_id with the original ack.
+        case duplicate(LocalBus.Origin, Ack)
+        /// Tell the origin its request failed.
+        case fail(LocalBus.Origin, SwitchboardError, room: RoomName?, clientID: String?)
+        case addMember(SessionHandle, RoomName)
+        case removeMember(SessionHandle, RoomName)
+        case joined(SessionHandle, RoomName, seq: UInt64, since: UInt64?)
+        case left(SessionHandle, RoomName)
+        case register(SessionHandle)
+        case unregister(SessionHandle)
+        case barrier(CheckedContinuation<Void, Never>)
+    }
+
+    var envelopes: [Envelope] = []
+    var effects: [Effect] = []
+    /// Seq counters as they were before this batch, to roll back a failed commit.
+    var previousSeqs: [RoomName: UInt64] = [:]
+    /// Dedup keys added by this batch, forgotten if the commit fails.
+    var dedupAdded: [DedupCache.Key] = []
+}
+
+/// Remembers `(room, user, client_id)` → ack for the dedup window.
+struct DedupCache {
+    struct Key: Hashable {
+        var room: RoomName
+        var user: UserName
+        var clientID: String
+    }
+
+    private var acks: [Key: Ack] = [:]
+    private var order: [RoomName: Deque<(key: Key, ts: Int64)>] = [:]
+    let windowMillis: Int64
+    let maxPerRoom: Int
+
+    init(windowMillis: Int64, maxPerRoom: Int) {
+        self.windowMillis = windowMillis
+        self.maxPerRoom = maxPerRoom
+    }
+
+    func lookup(_ key: Key, now: Int64) -> Ack? {
+        guard let ack = acks[key], now - ack.ts <= windowMillis else { return nil }
+        return ack
+    }
+
+    mutating func remember(_ envelope: Envelope, now: Int64) {
+        guard let clientID = envelope.clientID else { return }
+        let key = Key(room: envelope.room, user: envelope.from.user, clientID: clientID)
+        acks[key] = Ack(room: envelope.room, id: envelope.id, seq: envelope.seq, ts: envelope.ts, clientID: clientID)
+        order[envelope.room, default: []].append((key, envelope.ts))
+        expire(envelope.room, now: now)
+    }
+
+    mutating func forget(_ key: Key) {
+        acks[key] = nil
+    }
+
+    private mutating func expire(_ room: RoomName, now: Int64) {
+        guard var queue = order[room] else { return }
+        while let first = queue.first, queue.count > maxPerRoom || now - first.ts > windowMillis {
+            queue.removeFirst()
+            if acks[first.key]?.ts == first.ts { acks[first.key] = nil }
+        }
+        order[room] = queue.isEmpty ? nil : queue
+    }
+}
+
+/// The bus's state. Lives inside a mutex of ``LocalBus``; only the writer
+/// thread mutates it, other threads read snapshots (occupants, last seq).
+struct BusEngine {
+    struct OccupantKey: Hashable {
+        var user: UserName
+        var via: Via
+    }
+
+    struct Room {
+        /// Sessions that receive the room's envelopes (changed in delivery order).
+        var members: [UInt64: SessionHandle] = [:]
+        /// Sessions per (user, protocol), as sequenced (decides join/leave envelopes).
+        var occupancy: [OccupantKey: Int] = [:]
+        var displays: [OccupantKey: String] = [:]
+    }
+
+    let configuration: LocalBus.Configuration
+    /// Next-to-assign counters (sequencing view).
+    var seqs: [RoomName: UInt64]
+    /// Last committed seq per room (delivery view).
+    var committed: [RoomName: UInt64]
+    var rooms: [RoomName: Room] = [:]
+    /// Rooms each session is in, as sequenced.
+    var sessionRooms: [UInt64: Set<RoomName>] = [:]
+    /// Live sessions per user, as delivered (direct messages go to all of them).
+    var sessionsByUser: [UserName: [UInt64: SessionHandle]] = [:]
+    var knownRooms: Set<RoomName> = []
+    var dedup: DedupCache
+    var ids = ULIDGenerator()
+    private var outCounts: [Int] = Array(repeating: 0, count: Via.allCases.count)
+    let metrics: BusMetrics
+
+    init(configuration: LocalBus.Configuration, sequences: [RoomName: UInt64]) {
+        self.configuration = configuration
+        self.metrics = BusMetrics(factory: configuration.metricsFactory)
+        self.seqs = sequences
+        self.committed = sequences
+        self.knownRooms = Set(sequences.keys)
+        self.dedup = DedupCache(windowMillis: configuration.dedupWindowMillis, maxPerRoom: configuration.dedupMaxPerRoom)
+    }
+
+    // MARK: Reads
+
+    func occupants(of room: RoomName) -> [Occupant] {
+        guard let state = rooms[room] else { return [] }
+        return state.occupancy.keys.map { Occupant(user: $0.user, via: $0.via, display: state.displays[$0]) }.sorted()
+    }
+
+    func allSessions() -> [SessionHandle] {
+        sessionsByUser.values.flatMap { $0.values }
+    }
+
+    // MARK: Step 1: sequence
+
+    mutating func sequence(_ ops: [LocalBus.Op], now: Int64, store: any HistoryStore, logger: Logger) -> Batch {
+        var batch = Batch()
+        for op in ops {
+            switch op {
+            case .open(let session):
+                sessionRooms[session.id] = []
+                batch.effects.append(.register(session))
+                metrics.sessionOpened(session.via)
+
+            case .close(let session):
+                guard let joined = sessionRooms.removeValue(forKey: session.id) else { continue }
+                for room in joined.sorted() {
+                    leaveRoom(session, room, now: now, batch: &batch)
+                }
+                batch.effects.append(.unregister(session))
+                metrics.sessionClosed(session.via)
+
+            case .publish(let draft, let origin):
+                sequencePublish(draft, origin: origin, now: now, store: store, batch: &batch)
+
+            case .join(let session, let room, let since):
+                guard var joined = sessionRooms[session.id] else { continue }
+                if joined.contains(room) {
+                    batch.effects.append(.joined(session, room, seq: seqs[room] ?? 0, since: since))
+                    continue
+                }
+                guard joined.count < configuration.maxRoomsPerSession else {
+                    batch.effects.append(.fail(.session(session), SwitchboardError(
+                        .tooManyRooms, "a session may be in at most \(configuration.maxRoomsPerSession) rooms"), room: room, clientID: nil))
+                    continue
+                }
+                guard roomExists(room, store: store, logger: logger) else {
+                    batch.effects.append(.fail(.session(session), SwitchboardError(.noSuchRoom, "room \(room) does not exist"), room: room, clientID: nil))
+                    continue
+                }
+                joined.insert(room)
+                sessionRooms[session.id] = joined
+                let key = OccupantKey(user: session.user, via: session.via)
+                let count = rooms[room, default: Room()].occupancy[key, default: 0]
+                rooms[room, default: Room()].occupancy[key] = count + 1
+                if let display = session.display { rooms[room]?.displays[key] = display }
+                if count == 0 {
+                    let draft = EnvelopeDraft(room: room, from: session.sender, kind: .join, body: "")
+                    let index = append(draft, now: now, batch: &batch)
+                    batch.effects.append(.deliver(index: index, origin: .session(session), ack: false))
+                }
+                batch.effects.append(.addMember(session, room))
+                batch.effects.append(.joined(session, room, seq: seqs[room] ?? 0, since: since))
+
+            case .leave(let session, let room):
+                guard var joined = sessionRooms[session.id] else { continue }
+                guard joined.remove(room) != nil else {
+                    batch.effects.append(.fail(.session(session), SwitchboardError(.notJoined, "not in room \(room)"), room: room, clientID: nil))
+                    continue
+                }
+                sessionRooms[session.id] = joined
+                leaveRoom(session, room, now: now, batch: &batch)
+                batch.effects.append(.left(session, room))
+
+            case .typing(let session, let room):
+                guard sessionRooms[session.id] != nil else { continue }
+                if case .group = room.scope, sessionRooms[session.id]?.contains(room) != true {
+                    batch.effects.append(.fail(.session(session), SwitchboardError(.notJoined, "join \(room) first"), room: room, clientID: nil))
+                    continue
+                }
+                let envelope = Envelope(
+                    id: ids.next(millis: now), room: room, seq: 0, ts: now, from: session.sender, kind: .typing, body: "")
+                batch.effects.append(.ephemeral(envelope, origin: session))
+
+            case .barrier(let continuation):
+                batch.effects.append(.barrier(continuation))
+            }
+        }
+        return batch
+    }
+
+    private mutating func leaveRoom(_ session: SessionHandle, _ room: RoomName, now: Int64, batch: inout Batch) {
+        let key = OccupantKey(user: session.user, via: session.via)
+        let count = rooms[room]?.occupancy[key] ?? 0
+        batch.effects.append(.removeMember(session, room))
+        if count <= 1 {
+            rooms[room]?.occupancy[key] = nil
+            rooms[room]?.displays[key] = nil
+            let draft = EnvelopeDraft(room: room, from: session.sender, kind: .leave, body: "")
+            let index = append(draft, now: now, batch: &batch)
+            batch.effects.append(.deliver(index: index, origin: .session(session), ack: false))
+        } else {
+            rooms[room]?.occupancy[key] = count - 1
+        }
+    }
+
+    private mutating func sequencePublish(
+        _ draft: EnvelopeDraft, origin: LocalBus.Origin, now: Int64, store: any HistoryStore, batch: inout Batch
+    ) {
+        if let session = origin.session {
+            guard let joined = sessionRooms[session.id] else { return } // closed meanwhile
+            if case .group = draft.room.scope, !joined.contains(draft.room) {
+                batch.effects.append(.fail(origin, SwitchboardError(.notJoined, "join \(draft.room) before sending to it"),
+                                           room: draft.room, clientID: draft.clientID))
+                return
+            }
+        }
+        if let clientID = draft.clientID {
+            let key = DedupCache.Key(room: draft.room, user: draft.from.user, clientID: clientID)
+            if let ack = dedup.lookup(key, now: now) {
+                var again = ack
+                again.duplicate = true
+                batch.effects.append(.duplicate(origin, again))
+                return
+            }
+        }
+        if case .group = draft.room.scope, !configuration.autoCreateRooms, !knownRooms.contains(draft.room),
+           (try? store.roomExists(draft.room)) != true {
+            batch.effects.append(.fail(origin, SwitchboardError(.noSuchRoom, "room \(draft.room) does not exist"),
+                                       room: draft.room, clientID: draft.clientID))
+            return
+        }
+        let index = append(draft, now: now, batch: &batch)
+        if let clientID = draft.clientID {
+            let key = DedupCache.Key(room: draft.room, user: draft.from.user, clientID: clientID)
+            dedup.remember(batch.envelopes[index], now: now)
+            batch.dedupAdded.append(key)
+        }
+        metrics.envelopeIn(draft.from.via)
+        batch.effects.append(.deliver(index: index, origin: origin, ack: true))
+    }
+
+    private mutating func roomExists(_ room: RoomName, store: any HistoryStore, logger: Logger) -> Bool {
+        if configuration.autoCreateRooms || knownRooms.contains(room) { return true }
+        if case .callLog = room.scope { return true }
+        do {
+            if try store.roomExists(room) {
+                knownRooms.insert(room)
+                return true
+            }
+        } catch {
+            logger.warning("room lookup failed", metadata: ["room": "\(room)", "error": "\(error)"])
+        }
+        return false
+    }
+
+    /// Gives `draft` its id, seq and time and adds it to the batch.
+    private mutating func append(_ draft: EnvelopeDraft, now: Int64, batch: inout Batch) -> Int {
+        let previous = seqs[draft.room] ?? 0
+        if batch.previousSeqs[draft.room] == nil { batch.previousSeqs[draft.room] = previous }
+        seqs[draft.room] = previous + 1
+        knownRooms.insert(draft.room)
+        batch.envelopes.append(Envelope(
+            id: ids.next(millis: now), room: draft.room, seq: previous + 1, ts: now, from: draft.from,
+            kind: draft.kind, body: draft.body, attrs: draft.attrs, clientID: draft.clientID))
+        return batch.envelopes.count - 1
+    }
+
+    // MARK: Step 3: deliver
+
+    mutating func deliver(_ batch: inout Batch, committed ok: Bool) {
+        if ok {
+            for envelope in batch.envelopes { committed[envelope.room] = envelope.seq }
+        } else {
+            for (room, seq) in batch.previousSeqs { seqs[room] = seq }
+            for key in batch.dedupAdded { dedup.forget(key) }
+        }
+        let failure = SwitchboardError(.storageUnavailable, "the message could not be stored; it was not delivered")
+        for effect in batch.effects {
+            switch effect {
+            case .deliver(let index, let origin, let ack):
+                let envelope = batch.envelopes[index]
+                guard ok else {
+                    if ack, let origin { fail(origin, failure, room: envelope.room, clientID: envelope.clientID) }
+                    continue
+                }
+                fanOut(envelope, except: origin?.session)
+                if ack, let origin {
+                    respond(origin, Ack(room: envelope.room, id: envelope.id, seq: envelope.seq, ts: envelope.ts, clientID: envelope.clientID))
+                }
+            case .ephemeral(let envelope, let origin):
+                fanOut(envelope, except: origin)
+            case .duplicate(let origin, let ack):
+                respond(origin, ack)
+            case .fail(let origin, let error, let room, let clientID):
+                fail(origin, error, room: room, clientID: clientID)
+            case .addMember(let session, let room):
+                rooms[room, default: Room()].members[session.id] = session
+            case .removeMember(let session, let room):
+                rooms[room]?.members[session.id] = nil
+                if let state = rooms[room], state.members.isEmpty, state.occupancy.isEmpty { rooms[room] = nil }
+            case .joined(let session, let room, let seq, let since):
+                // After a failed commit the join envelope is gone: report the committed seq.
+                let effective = ok ? seq : min(seq, committed[room] ?? 0)
+                session.push(.joined(room: room, seq: effective, since: since))
+            case .left(let session, let room):
+                session.push(.left(room: room))
+            case .register(let session):
+                sessionsByUser[session.user, default: [:]][session.id] = session
+            case .unregister(let session):
+                sessionsByUser[session.user]?[session.id] = nil
+                if sessionsByUser[session.user]?.isEmpty == true { sessionsByUser[session.user] = nil }
+                _ = session.markClosed()
+            case .barrier(let continuation):
+                continuation.resume()
+            }
+        }
+        flushOutCounts()
+    }
+
+    private mutating func fanOut(_ envelope: Envelope, except origin: SessionHandle?) {
+        let event = SessionEvent.envelope(envelope)
+        switch envelope.room.scope {
+        case .direct(let a, let b):
+            for user in a == b ? [a] : [a, b] {
+                guard let sessions = sessionsByUser[user] else { continue }
+                for session in sessions.values where session !== origin {
+                    push(event, to: session)
+                }
+            }
+        case .group, .callLog, .invalidReserved:
+            guard let members = rooms[envelope.room]?.members else { return }
+            for session in members.values where session !== origin {
+                push(event, to: session)
+            }
+        }
+    }
+
+    private mutating func push(_ event: SessionEvent, to session: SessionHandle) {
+        switch session.push(event) {
+        case .queued: outCounts[session.via.index] += 1
+        case .overflowed: metrics.slowConsumer()
+        case .closed: break
+        }
+    }
+
+    private func respond(_ origin: LocalBus.Origin, _ ack: Ack) {
+        switch origin {
+        case .session(let session): session.push(.ack(ack))
+        case .waiter(let continuation): continuation.resume(returning: ack)
+        }
+    }
+
+    private func fail(_ origin: LocalBus.Origin, _ error: SwitchboardError, room: RoomName?, clientID: String?) {
+        switch origin {
+        case .session(let session): session.push(.failed(error, room: room, clientID: clientID))
+        case .waiter(let continuation): continuation.resume(throwing: error)
+        }
+    }
+
+    private mutating func flushOutCounts() {
+        for i in outCounts.indices where outCounts[i] > 0 {
+            metrics.envelopesOut[i].increment(by: outCounts[i])
+            outCounts[i] = 0
+        }
+    }
+}
+
+extension Via {
+    /// Position in `Via.allCases`, for per-protocol counters.
+    var index: Int {
+        switch self {
+        case .ws: 0
+        case .rest: 1
+        case .mqtt: 2
+        case .xmpp: 3
+        case .sip: 4
+        case .line: 5
+        case .system: 6
+        }
+    }
+}
+
+/// Metric handles created once, so the hot path only increments.
+struct BusMetrics {
+    let envelopesIn: [Counter]
+    let envelopesOut: [Counter]
+    let sessions: [Meter]
+    let slowConsumers: Counter
+    let commitLatency: Metrics.Timer
+    let fanoutLatency: Metrics.Timer
+    let commitBatchSize: Recorder
+
+    init(factory: any MetricsFactory) {
+        envelopesIn = Via.allCases.map { Counter(label: SwitchboardMetrics.envelopesIn, dimensions: [("protocol", $0.rawValue)], factory: factory) }
+        envelopesOut = Via.allCases.map { Counter(label: SwitchboardMetrics.envelopesOut, dimensions: [("protocol", $0.rawValue)], factory: factory) }
+        sessions = Via.allCases.map { Meter(label: SwitchboardMetrics.sessions, dimensions: [("protocol", $0.rawValue)], factory: factory) }
+        slowConsumers = Counter(label: SwitchboardMetrics.slowConsumers, factory: factory)
+        commitLatency = Metrics.Timer(label: SwitchboardMetrics.commitLatency, factory: factory)
+        fanoutLatency = Metrics.Timer(label: SwitchboardMetrics.fanoutLatency, factory: factory)
+        commitBatchSize = Recorder(label: SwitchboardMetrics.commitBatchSize, factory: factory)
+    }
+
+    func envelopeIn(_ via: Via) { envelopesIn[via.index].increment() }
+    func sessionOpened(_ via: Via) { sessions[via.index].increment() }
+    func sessionClosed(_ via: Via) { sessions[via.index].decrement() }
+    func slowConsumer() { slowConsumers.increment() }
+}

@@ -1,0 +1,137 @@
+/// A validated room name: 1–64 characters of `a-z 0-9 . _ -`, lower-cased on input.
+///
+/// Two prefixes are reserved: `dm.<a>.<b>` holds the direct messages between
+/// two users and `calls.<user>` is a user's call log.
+public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
+    /// Longest accepted room name, in characters.
+    public static let maxLength = 64
+
+    /// The lower-cased, validated name.
+    public let rawValue: String
+
+    /// Validates and lower-cases `string`; `nil` when it is not a legal room name.
+    public init?(_ string: some StringProtocol) {
+        let lowered = string.lowercased()
+        guard (1...Self.maxLength).contains(lowered.utf8.count),
+              lowered.utf8.allSatisfy(RoomName.isAllowed)
+        else { return nil }
+        self.rawValue = lowered
+    }
+
+    private init(unchecked: String) { self.rawValue = unchecked }
+
+    static func isAllowed(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "."), UInt8(ascii: "_"), UInt8(ascii: "-"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// The direct-message room of two users: `dm.<a>.<b>` with the names sorted.
+    public static func direct(_ a: UserName, _ b: UserName) -> RoomName {
+        let (first, second) = a <= b ? (a, b) : (b, a)
+        return RoomName(unchecked: "dm.\(first.rawValue).\(second.rawValue)")
+    }
+
+    /// The call-log room of `user`: `calls.<user>`.
+    public static func callLog(of user: UserName) -> RoomName {
+        RoomName(unchecked: "calls.\(user.rawValue)")
+    }
+
+    /// What kind of room this name denotes, by its reserved prefix.
+    public var scope: Scope {
+        let parts = rawValue.split(separator: ".", omittingEmptySubsequences: false)
+        if parts.first == "dm" {
+            if parts.count == 3, let a = UserName(parts[1]), let b = UserName(parts[2]),
+               a.rawValue == parts[1], b.rawValue == parts[2], a <= b {
+                return .direct(a, b)
+            }
+            return .invalidReserved
+        }
+        if parts.first == "calls" {
+            if parts.count == 2, let user = UserName(parts[1]), user.rawValue == parts[1] {
+                return .callLog(user)
+            }
+            return .invalidReserved
+        }
+        return .group
+    }
+
+    /// The kinds of room, told apart by the reserved prefixes.
+    public enum Scope: Hashable, Sendable {
+        /// An ordinary chat room that sessions join.
+        case group
+        /// `dm.<a>.<b>`: readable and writable by the two users only, never joined.
+        case direct(UserName, UserName)
+        /// `calls.<user>`: readable by that user only, written by the server.
+        case callLog(UserName)
+        /// Starts with `dm.` or `calls.` but is not a well-formed reserved name.
+        case invalidReserved
+    }
+
+    public var description: String { rawValue }
+    public static func < (lhs: RoomName, rhs: RoomName) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let string = try decoder.singleValueContainer().decode(String.self)
+        guard let name = RoomName(string) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "invalid room name"))
+        }
+        self = name
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// A validated user name: 1–32 characters of `a-z 0-9 _ -` (no dot), lower-cased on input.
+public struct UserName: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
+    /// Longest accepted user name, in characters.
+    public static let maxLength = 32
+
+    /// The lower-cased, validated name.
+    public let rawValue: String
+
+    /// Validates and lower-cases `string`; `nil` when it is not a legal user name.
+    public init?(_ string: some StringProtocol) {
+        let lowered = string.lowercased()
+        guard (1...Self.maxLength).contains(lowered.utf8.count),
+              lowered.utf8.allSatisfy({ $0 != UInt8(ascii: ".") && RoomName.isAllowed($0) })
+        else { return nil }
+        self.rawValue = lowered
+    }
+
+    public var description: String { rawValue }
+    public static func < (lhs: UserName, rhs: UserName) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public init(from decoder: any Decoder) throws {
+        let string = try decoder.singleValueContainer().decode(String.self)
+        guard let name = UserName(string) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "invalid user name"))
+        }
+        self = name
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(rawValue)
+    }
+}
+
+/// The protocol an envelope arrived by.
+public enum Via: String, Sendable, Hashable, Codable, CaseIterable {
+    case ws, rest, mqtt, xmpp, sip, line, system
+}
+
+/// What an envelope carries.
+public enum EnvelopeKind: String, Sendable, Hashable, Codable, CaseIterable {
+    case chat, join, leave, presence, typing, receipt, reaction, edit, retract, call, system
+
+    /// Kinds that are delivered live but never stored nor given a `seq`.
+    public var isEphemeral: Bool { self == .typing }
+}

@@ -1,0 +1,324 @@
+import Foundation
+import Testing
+@testable import SwitchboardCore
+import SwitchboardTesting
+
+/// Collects a session's events until a condition holds (or a timeout passes).
+func events(
+    of session: SessionHandle, count: Int, timeout: Duration = .seconds(5),
+    where include: (SessionEvent) -> Bool = { _ in true }
+) async -> [SessionEvent] {
+    var collected: [SessionEvent] = []
+    let deadline = ContinuousClock.now + timeout
+    while collected.count < count, ContinuousClock.now < deadline {
+        let batch = session.takeEvents().filter(include)
+        if batch.isEmpty { try? await Task.sleep(for: .milliseconds(2)) }
+        collected.append(contentsOf: batch)
+    }
+    return collected
+}
+
+func envelopes(_ events: some Sequence<SessionEvent>) -> [Envelope] {
+    events.compactMap { if case .envelope(let e) = $0 { e } else { nil } }
+}
+
+func acks(_ events: some Sequence<SessionEvent>) -> [Ack] {
+    events.compactMap { if case .ack(let a) = $0 { a } else { nil } }
+}
+
+let lobby = RoomName("lobby")!
+let alice = UserName("alice")!
+let bob = UserName("bob")!
+let carol = UserName("carol")!
+
+func makeBus(_ store: InMemoryHistoryStore = InMemoryHistoryStore(), configure: (inout LocalBus.Configuration) -> Void = { _ in }) throws -> LocalBus {
+    var configuration = LocalBus.Configuration()
+    configure(&configuration)
+    return try LocalBus(store: store, configuration: configuration)
+}
+
+func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomName = lobby, capacity sink: RecordingSink = RecordingSink()) async throws -> SessionHandle {
+    let session = bus.openSession(user: user, display: nil, via: via, sink: sink)
+    try bus.join(session, room: room, since: nil)
+    await bus.flush()
+    let got = await events(of: session, count: 1) { if case .joined = $0 { true } else { false } }
+    #expect(got.count == 1)
+    return session
+}
+
+@Suite struct BusTests {
+    @Test func concurrentPublishersGetGaplessOrderedSeqs() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store)
+        let listener = try await joined(bus, carol)
+        let senders = [try await joined(bus, alice), try await joined(bus, bob, .ws)]
+        _ = listener.takeEvents()
+        let perSender = 500
+        await withTaskGroup(of: Void.self) { group in
+            for sender in senders {
+                group.addTask {
+                    for i in 0..<perSender {
+                        try? bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "\(sender.user) \(i)"), from: sender)
+                    }
+                }
+            }
+        }
+        await bus.flush()
+        let received = envelopes(await events(of: listener, count: 2 * perSender))
+        #expect(received.count == 2 * perSender)
+        let seqs = received.map(\.seq)
+        #expect(seqs == Array(seqs.first!...(seqs.first! + UInt64(2 * perSender) - 1)))
+        // Each sender's own messages stay in its order.
+        for sender in senders {
+            let mine = received.filter { $0.from.user == sender.user }.map(\.body)
+            #expect(mine == (0..<perSender).map { "\(sender.user) \($0)" })
+            #expect(acks(await events(of: sender, count: perSender) { if case .ack = $0 { true } else { false } }).count == perSender)
+        }
+        // History holds exactly what was delivered, and group commit batched it.
+        #expect(store.all(lobby).filter { $0.kind == .chat }.map(\.seq) == seqs)
+        #expect(store.appendCalls < 2 * perSender)
+        await bus.shutdown()
+    }
+
+    @Test func echoRuleAcksTheSenderAndDeliversToItsOtherSessions() async throws {
+        let bus = try makeBus()
+        let phone = try await joined(bus, alice, .ws)
+        let laptop = try await joined(bus, alice, .line)
+        let other = try await joined(bus, bob)
+        _ = (phone.takeEvents(), laptop.takeEvents(), other.takeEvents())
+        try bus.publish(EnvelopeDraft(room: lobby, from: phone.sender, body: "hi", clientID: "c-1"), from: phone)
+        await bus.flush()
+        let mine = phone.takeEvents()
+        #expect(mine.count == 1)
+        guard case .ack(let ack) = mine.first else { Issue.record("expected an ack, got \(mine)"); return }
+        #expect(ack.clientID == "c-1")
+        #expect(envelopes(laptop.takeEvents()).map(\.body) == ["hi"])
+        let seen = envelopes(other.takeEvents())
+        #expect(seen.map(\.body) == ["hi"])
+        #expect(seen.first?.seq == ack.seq)
+        #expect(seen.first?.id == ack.id)
+        await bus.shutdown()
+    }
+
+    @Test func duplicateClientIDIsAckedAgainNotRepublished() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store)
+        let sender = try await joined(bus, alice)
+        let other = try await joined(bus, bob)
+        _ = (sender.takeEvents(), other.takeEvents())
+        for _ in 0..<3 {
+            try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "once", clientID: "dup-1"), from: sender)
+        }
+        // The same client_id from another user is a different message.
+        try bus.publish(EnvelopeDraft(room: lobby, from: other.sender, body: "mine", clientID: "dup-1"), from: other)
+        await bus.flush()
+        let senderAcks = acks(sender.takeEvents())
+        #expect(senderAcks.count == 3)
+        #expect(Set(senderAcks.map(\.seq)).count == 1)
+        #expect(senderAcks.map(\.duplicate) == [false, true, true])
+        #expect(store.all(lobby).filter { $0.kind == .chat }.map(\.body) == ["once", "mine"])
+        // Sessionless publishers (REST, MQTT redeliveries) are deduplicated the same way.
+        let first = try await bus.publish(EnvelopeDraft(room: lobby, from: Sender(user: carol, via: .mqtt), body: "qos1", clientID: "m-1"), privileged: false)
+        let again = try await bus.publish(EnvelopeDraft(room: lobby, from: Sender(user: carol, via: .mqtt), body: "qos1", clientID: "m-1"), privileged: false)
+        #expect(first.seq == again.seq && again.duplicate)
+        await bus.shutdown()
+    }
+
+    @Test func dedupWindowSurvivesARestart() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store)
+        let first = try await bus.publish(EnvelopeDraft(room: lobby, from: Sender(user: carol, via: .mqtt), body: "x", clientID: "m-9"), privileged: false)
+        await bus.shutdown()
+        let restarted = try makeBus(store)
+        let again = try await restarted.publish(EnvelopeDraft(room: lobby, from: Sender(user: carol, via: .mqtt), body: "x", clientID: "m-9"), privileged: false)
+        #expect(again.seq == first.seq && again.duplicate)
+        let next = try await restarted.publish(EnvelopeDraft(room: lobby, from: Sender(user: carol, via: .mqtt), body: "y"), privileged: false)
+        #expect(next.seq == first.seq + 1)
+        await restarted.shutdown()
+    }
+
+    @Test func slowConsumerIsDisconnectedWithoutStallingOthers() async throws {
+        let bus = try makeBus { $0.sessionQueueCapacity = 500 }
+        let slowSink = RecordingSink()
+        let slow = try await joined(bus, carol, capacity: slowSink)
+        let reader = try await joined(bus, bob)
+        let sender = try await joined(bus, alice)
+        _ = (reader.takeEvents(), sender.takeEvents())
+        // The slow session never drains; the reader and the sender drain after every chunk.
+        var received: [Envelope] = []
+        var acked = 0
+        for chunk in 0..<20 {
+            for i in 0..<100 {
+                try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "\(chunk * 100 + i)"), from: sender)
+            }
+            await bus.flush()
+            received += envelopes(reader.takeEvents())
+            acked += acks(sender.takeEvents()).count
+        }
+        #expect(received.map(\.body) == (0..<2_000).map(String.init))
+        #expect(acked == 2_000)
+        #expect(slowSink.closeReasons.map(\.code) == [.slowConsumer])
+        #expect(slow.isClosed)
+        #expect(slow.queuedCount == 0)
+        await bus.shutdown()
+    }
+
+    @Test func directMessagesReachEverySessionOfBothUsersOnly() async throws {
+        let bus = try makeBus()
+        let alicePhone = bus.openSession(user: alice, display: nil, via: .ws, sink: RecordingSink())
+        let aliceLine = bus.openSession(user: alice, display: nil, via: .line, sink: RecordingSink())
+        let bob1 = bus.openSession(user: bob, display: nil, via: .xmpp, sink: RecordingSink())
+        let bob2 = bus.openSession(user: bob, display: nil, via: .line, sink: RecordingSink())
+        let carolSession = bus.openSession(user: carol, display: nil, via: .line, sink: RecordingSink())
+        let dm = RoomName.direct(alice, bob)
+        try bus.publish(EnvelopeDraft(room: dm, from: alicePhone.sender, body: "psst"), from: alicePhone)
+        await bus.flush()
+        #expect(acks(alicePhone.takeEvents()).count == 1)
+        for session in [aliceLine, bob1, bob2] {
+            #expect(envelopes(session.takeEvents()).map(\.body) == ["psst"])
+        }
+        #expect(carolSession.takeEvents().isEmpty)
+        // Carol may neither write nor read it, nor join it.
+        #expect(throws: SwitchboardError.self) {
+            try bus.publish(EnvelopeDraft(room: dm, from: carolSession.sender, body: "hi"), from: carolSession)
+        }
+        await #expect(throws: SwitchboardError.self) {
+            _ = try await bus.history(of: dm, reader: carol, before: nil, after: nil, limit: 10)
+        }
+        #expect(throws: SwitchboardError.self) { try bus.join(bob1, room: dm, since: nil) }
+        await bus.shutdown()
+    }
+
+    @Test func callLogIsReadableByItsOwnerAndWrittenByTheServerOnly() async throws {
+        let bus = try makeBus()
+        let calls = RoomName.callLog(of: bob)
+        let bobSession = try await joined(bus, bob, .ws, room: calls)
+        let aliceSession = bus.openSession(user: alice, display: nil, via: .ws, sink: RecordingSink())
+        #expect(throws: SwitchboardError.self) { try bus.join(aliceSession, room: calls, since: nil) }
+        #expect(throws: SwitchboardError.self) {
+            try bus.publish(EnvelopeDraft(room: calls, from: bobSession.sender, body: "fake"), from: bobSession)
+        }
+        await #expect(throws: SwitchboardError.self) {
+            _ = try await bus.publish(EnvelopeDraft(room: calls, from: Sender(user: alice, via: .sip), kind: .call, body: "x"), privileged: false)
+        }
+        _ = try await bus.publish(EnvelopeDraft(
+            room: calls, from: Sender(user: alice, via: .sip), kind: .call, body: "alice is calling bob",
+            attrs: ["state": "ringing"]), privileged: true)
+        await bus.flush()
+        #expect(envelopes(bobSession.takeEvents()).map(\.body) == ["alice is calling bob"])
+        await bus.shutdown()
+    }
+
+    @Test func joinAndLeaveEnvelopesOncePerUserAndProtocol() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store)
+        let watcher = try await joined(bus, carol)
+        _ = watcher.takeEvents()
+        let a1 = try await joined(bus, alice, .line)
+        let a2 = try await joined(bus, alice, .line)
+        let a3 = try await joined(bus, alice, .ws)
+        await bus.flush()
+        #expect(envelopes(watcher.takeEvents()).map { "\($0.kind.rawValue) \($0.from.via.rawValue)" } == ["join line", "join ws"])
+        #expect(bus.occupants(of: lobby).map { "\($0.user)/\($0.via.rawValue)" } == ["alice/line", "alice/ws", "carol/line"])
+        bus.closeSession(a1)
+        await bus.flush()
+        #expect(envelopes(watcher.takeEvents()).isEmpty)
+        try bus.leave(a2, room: lobby)
+        bus.closeSession(a3)
+        await bus.flush()
+        #expect(envelopes(watcher.takeEvents()).map { "\($0.kind.rawValue) \($0.from.via.rawValue)" } == ["leave line", "leave ws"])
+        #expect(bus.occupants(of: lobby).map(\.user) == [carol])
+        // Join and leave envelopes are part of the room's history, with seqs.
+        #expect(store.all(lobby).map(\.kind) == [.join, .join, .join, .leave, .leave])
+        await bus.shutdown()
+    }
+
+    @Test func joinReportsTheSeqAfterWhichDeliveryIsLive() async throws {
+        let bus = try makeBus()
+        let sender = try await joined(bus, alice)
+        for i in 0..<5 {
+            try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "\(i)"), from: sender)
+        }
+        let late = bus.openSession(user: bob, display: nil, via: .line, sink: RecordingSink())
+        try bus.join(late, room: lobby, since: 2)
+        try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "after"), from: sender)
+        await bus.flush()
+        let got = late.takeEvents()
+        guard case .joined(let room, let seq, let since) = got.first else { Issue.record("got \(got)"); return }
+        #expect(room == lobby && since == 2)
+        // seq 1 = alice's join, 2...6 = the five messages, 7 = bob's join.
+        #expect(seq == 7)
+        #expect(envelopes(Array(got.dropFirst())).map(\.seq) == [8])
+        let replay = try await bus.history(of: lobby, reader: bob, before: seq + 1, after: 2, limit: 100)
+        #expect(replay.map(\.seq) == [3, 4, 5, 6, 7])
+        await bus.shutdown()
+    }
+
+    @Test func failedCommitLeavesNoGapAndTellsTheSender() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store)
+        let sender = try await joined(bus, alice)
+        let other = try await joined(bus, bob)
+        _ = (sender.takeEvents(), other.takeEvents())
+        store.failNextAppends(3)
+        try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "lost"), from: sender)
+        await bus.flush()
+        let failed = sender.takeEvents()
+        #expect(failed.count == 1)
+        if case .failed(let error, _, _) = failed.first { #expect(error.code == .storageUnavailable) } else { Issue.record("got \(failed)") }
+        #expect(other.takeEvents().isEmpty)
+        try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "kept"), from: sender)
+        await bus.flush()
+        let kept = envelopes(other.takeEvents())
+        #expect(kept.map(\.body) == ["kept"])
+        #expect(kept.first?.seq == bus.lastSeq(of: lobby))
+        #expect(store.all(lobby).map(\.seq) == Array(1...UInt64(store.all(lobby).count)))
+        await bus.shutdown()
+    }
+
+    @Test func publishingRequiresMembershipForSessions() async throws {
+        let bus = try makeBus()
+        let outsider = bus.openSession(user: alice, display: nil, via: .line, sink: RecordingSink())
+        try bus.publish(EnvelopeDraft(room: lobby, from: outsider.sender, body: "hi"), from: outsider)
+        await bus.flush()
+        let got = outsider.takeEvents()
+        if case .failed(let error, _, _) = got.first { #expect(error.code == .notJoined) } else { Issue.record("got \(got)") }
+        await bus.shutdown()
+    }
+
+    @Test func typingIsDeliveredButNeverStored() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store)
+        let typist = try await joined(bus, alice, .ws)
+        let other = try await joined(bus, bob, .ws)
+        _ = other.takeEvents()
+        try bus.typing(typist, room: lobby)
+        await bus.flush()
+        let got = envelopes(other.takeEvents())
+        #expect(got.map(\.kind) == [.typing])
+        #expect(got.first?.seq == 0)
+        #expect(!store.all(lobby).contains { $0.kind == .typing })
+        await bus.shutdown()
+    }
+
+    @Test func autoCreateOffRefusesUnknownRooms() async throws {
+        let bus = try makeBus { $0.autoCreateRooms = false }
+        let session = bus.openSession(user: alice, display: nil, via: .line, sink: RecordingSink())
+        try bus.join(session, room: RoomName("nowhere")!, since: nil)
+        await bus.flush()
+        let got = session.takeEvents()
+        if case .failed(let error, _, _) = got.first { #expect(error.code == .noSuchRoom) } else { Issue.record("got \(got)") }
+        await bus.shutdown()
+    }
+
+    @Test func shutdownAsksOpenSessionsToCloseAndRefusesNewWork() async throws {
+        let bus = try makeBus()
+        let sink = RecordingSink()
+        let session = try await joined(bus, alice, capacity: sink)
+        await bus.shutdown()
+        #expect(sink.closeReasons.map(\.code) == [.shuttingDown])
+        #expect(throws: SwitchboardError.self) {
+            try bus.publish(EnvelopeDraft(room: lobby, from: session.sender, body: "late"), from: session)
+        }
+    }
+}
