@@ -1,0 +1,54 @@
+# Switchboard: the two commands (`make run`, `make test`) and the benchmark (`make bench`).
+# Each installs the Debian packages it needs when they are missing (run as root, or with sudo).
+
+SWIFT        ?= swift
+CONFIG       ?= conf/switchboard.toml
+VENV         := .build/venv
+PYTHON       := $(VENV)/bin/python3
+BUILD_DEBS   := libsqlite3-dev libmosquitto-dev libssl-dev libxml2-dev pkg-config
+TEST_DEBS    := python3 python3-venv netcat-openbsd
+BENCH_DEBS   := ngircd
+
+APT_INSTALL = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; \
+	fi
+
+.PHONY: run test bench build deps test-deps bench-deps clean
+
+deps:
+	@$(call APT_INSTALL,$(BUILD_DEBS))
+
+test-deps: deps
+	@$(call APT_INSTALL,$(TEST_DEBS))
+	@[ -x $(PYTHON) ] || python3 -m venv $(VENV)
+	@$(PYTHON) -m pip install -q --disable-pip-version-check -r Tests/integration/requirements.txt
+
+bench-deps: test-deps
+	@$(call APT_INSTALL,$(BENCH_DEBS))
+
+## make run: build in release mode and start the gateway with conf/switchboard.toml, data under data/.
+run: deps
+	$(SWIFT) build -c release --product switchboard
+	mkdir -p data
+	./.build/release/switchboard serve --config $(CONFIG)
+
+## make test: unit tests (swift test), then integration tests against the built binary (pytest).
+test: test-deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	SWITCHBOARD_BIN=$(CURDIR)/.build/debug/switchboard $(PYTHON) -m pytest -q Tests/integration
+
+## make bench: release build, then the benchmarks; results go to docs/BENCHMARKS.md.
+bench: bench-deps
+	$(SWIFT) build -c release
+	$(PYTHON) Tests/bench/run_bench.py --bin .build/release/switchboard --bench-bin .build/release/switchboard-bench --out docs/BENCHMARKS.md
+
+build: deps
+	$(SWIFT) build
+
+clean:
+	rm -rf .build data
