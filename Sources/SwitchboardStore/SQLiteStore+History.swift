@@ -1,0 +1,244 @@
+import GRDB
+import SwitchboardCore
+
+extension SQLiteStore {
+    /// The columns of `envelopes` in the order ``RowDecoder/envelope(_:)`` reads them.
+    static let envelopeColumns = "room, seq, id, ts, user, display, via, kind, body, attrs, client_id"
+
+    /// The hot path's insert, prepared once per connection and kept in GRDB's statement cache.
+    static let insertEnvelopeSQL = """
+        INSERT INTO envelopes(\(envelopeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+        """
+
+    /// The last committed seq of every room, from `rooms.last_seq`: a room whose rows
+    /// retention removed keeps its place in the sequence. Rooms created but never written
+    /// to are listed with `0`.
+    public func loadSequences() throws -> [RoomName: UInt64] {
+        try pool.read { db in
+            let rows = try Row.fetchCursor(db, sql: "SELECT name, last_seq FROM rooms")
+            var sequences: [RoomName: UInt64] = [:]
+            while let row = try rows.next() {
+                let name = try RowDecoder.room(row, 0, table: "rooms")
+                sequences[name] = try RowDecoder.unsigned(row, 1, column: "rooms.last_seq", room: name)
+            }
+            return sequences
+        }
+    }
+
+    /// Every stored envelope with a `client_id` and `ts >= since`, oldest first: what the
+    /// bus needs to rebuild its dedup window after a restart.
+    public func recentClientIDs(since ts: Int64) throws -> [Envelope] {
+        try pool.read { db in
+            try RowDecoder.envelopes(db, sql: """
+                SELECT \(Self.envelopeColumns) FROM envelopes
+                WHERE ts >= ? AND client_id IS NOT NULL
+                ORDER BY ts, id
+                """, arguments: [ts])
+        }
+    }
+
+    /// Commits `envelopes` in one write transaction (group commit).
+    ///
+    /// Rooms seen for the first time are created (their `created_at` is the first
+    /// envelope's `ts`), the rows go through one cached prepared statement, and each
+    /// room's `last_seq` is raised to the highest seq of the batch. Either all of it is
+    /// committed or, on any error, none of it.
+    ///
+    /// Synchronous on purpose: only the bus's writer thread calls it, never an event loop.
+    public func append(_ envelopes: [Envelope]) throws {
+        guard !envelopes.isEmpty else { return }
+
+        // Per distinct room: the ts of its first envelope in the batch and its highest seq.
+        var rooms: [String: (createdAt: Int64, lastSeq: Int64)] = [:]
+        rooms.reserveCapacity(8)
+        for envelope in envelopes {
+            guard envelope.seq > 0, let seq = Int64(exactly: envelope.seq) else {
+                throw SwitchboardError(
+                    .storageUnavailable, "cannot store envelope \(envelope.id) in \(envelope.room) with seq \(envelope.seq)")
+            }
+            if let known = rooms[envelope.room.rawValue] {
+                if seq > known.lastSeq { rooms[envelope.room.rawValue]?.lastSeq = seq }
+            } else {
+                rooms[envelope.room.rawValue] = (envelope.ts, seq)
+            }
+        }
+
+        try pool.writeWithoutTransaction { db in
+            try db.inTransaction(.immediate) {
+                let insertRoom = try db.cachedStatement(sql: "INSERT OR IGNORE INTO rooms(name, created_at) VALUES (?, ?)")
+                for (name, room) in rooms {
+                    try insertRoom.execute(arguments: [name, room.createdAt])
+                }
+
+                let insert = try db.cachedStatement(sql: Self.insertEnvelopeSQL)
+                for envelope in envelopes {
+                    try insert.execute(arguments: [
+                        envelope.room.rawValue,
+                        Int64(truncatingIfNeeded: envelope.seq), // checked above
+                        envelope.id,
+                        envelope.ts,
+                        envelope.from.user.rawValue,
+                        envelope.from.display,
+                        envelope.from.via.rawValue,
+                        envelope.kind.rawValue,
+                        envelope.body,
+                        Self.encodeAttrs(envelope.attrs),
+                        envelope.clientID,
+                    ])
+                }
+
+                let advance = try db.cachedStatement(sql: "UPDATE rooms SET last_seq = MAX(last_seq, ?) WHERE name = ?")
+                for (name, room) in rooms {
+                    try advance.execute(arguments: [room.lastSeq, name])
+                }
+                return .commit
+            }
+        }
+    }
+
+    /// True when `room` exists: created explicitly or written to before.
+    public func roomExists(_ room: RoomName) throws -> Bool {
+        let name = room.rawValue
+        return try pool.read { db in
+            try Bool.fetchOne(db, sql: "SELECT 1 FROM rooms WHERE name = ?", arguments: [name]) == true
+        }
+    }
+
+    /// Envelopes of `room` with `after < seq < before` (each bound optional), oldest first.
+    ///
+    /// With `after`, the oldest `limit` rows after it (paging forward, resuming after a
+    /// reconnect); otherwise the newest `limit` rows below `before` (paging back).
+    /// A `limit` below 1 returns nothing.
+    public func messages(in room: RoomName, before: UInt64?, after: UInt64?, limit: Int) async throws -> [Envelope] {
+        guard limit > 0 else { return [] }
+
+        var conditions = ["room = ?"]
+        var arguments: StatementArguments = [room.rawValue]
+        if let after {
+            // Past Int64.max nothing can follow: every stored seq is an Int64.
+            guard let after = Int64(exactly: after) else { return [] }
+            conditions.append("seq > ?")
+            arguments += [after]
+        }
+        if let before {
+            conditions.append("seq < ?")
+            arguments += [Int64(clamping: before)]
+        }
+        arguments += [limit]
+        let newestFirst = after == nil
+        let sql = """
+            SELECT \(Self.envelopeColumns) FROM envelopes
+            WHERE \(conditions.joined(separator: " AND "))
+            ORDER BY seq \(newestFirst ? "DESC" : "ASC") LIMIT ?
+            """
+        let frozen = arguments
+        let rows = try await pool.read { db in
+            try RowDecoder.envelopes(db, sql: sql, arguments: frozen)
+        }
+        return newestFirst ? rows.reversed() : rows
+    }
+
+    /// Deletes envelopes with `ts < now - maxAgeMillis` (when set) and, in every room, all
+    /// but the newest `maxPerRoom` (when set). Returns how many rows went.
+    ///
+    /// Works in write transactions of at most ``retentionChunk`` rows so a large backlog
+    /// never holds the write lock for long: the bus's commits slip in between chunks.
+    /// `rooms.last_seq` is never touched. Negative limits are refused.
+    public func applyRetention(now: Int64, maxAgeMillis: Int64?, maxPerRoom: Int?) async throws -> Int {
+        if let maxAgeMillis, maxAgeMillis < 0 {
+            throw SwitchboardError(.badArguments, "history.max_age must not be negative")
+        }
+        if let maxPerRoom, maxPerRoom < 0 {
+            throw SwitchboardError(.badArguments, "history.max_per_room must not be negative")
+        }
+        var deleted = 0
+        if let maxAgeMillis {
+            let (difference, overflow) = now.subtractingReportingOverflow(maxAgeMillis)
+            let cutoff = overflow ? Int64.min : difference
+            deleted += try await deleteOlder(than: cutoff)
+        }
+        if let maxPerRoom {
+            deleted += try await keepNewest(maxPerRoom)
+        }
+        if deleted > 0 {
+            logger.debug("retention deleted history", metadata: ["rows": "\(deleted)"])
+        }
+        return deleted
+    }
+
+    /// Deletes rows with `ts < cutoff`, a chunk per transaction.
+    private func deleteOlder(than cutoff: Int64) async throws -> Int {
+        let chunk = Self.retentionChunk
+        var deleted = 0
+        while true {
+            let count = try await pool.write { db in
+                let statement = try db.cachedStatement(sql: """
+                    DELETE FROM envelopes WHERE (room, seq) IN
+                        (SELECT room, seq FROM envelopes WHERE ts < ? LIMIT ?)
+                    """)
+                try statement.execute(arguments: [cutoff, chunk])
+                return db.changesCount
+            }
+            deleted += count
+            if count < chunk { return deleted }
+        }
+    }
+
+    /// A room with rows to trim: every seq up to `through` goes.
+    private struct Trim: Sendable {
+        var room: String
+        var through: Int64
+    }
+
+    /// Deletes all but the newest `keep` rows of every room, up to a chunk per transaction
+    /// (several small rooms share one transaction).
+    private func keepNewest(_ keep: Int) async throws -> Int {
+        // Seqs run 1...last_seq without gaps, so a room holds at most last_seq rows:
+        // only rooms with last_seq > keep can have rows to trim.
+        var pending: [Trim] = try await pool.read { db in
+            let names = try String.fetchAll(db, sql: "SELECT name FROM rooms WHERE last_seq > ? ORDER BY name", arguments: [keep])
+            let newestKept = try db.cachedStatement(sql: "SELECT seq FROM envelopes WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?")
+            var trims: [Trim] = []
+            for name in names {
+                if let through = try Int64.fetchOne(newestKept, arguments: [name, keep]) {
+                    trims.append(Trim(room: name, through: through))
+                }
+            }
+            return trims
+        }
+
+        let chunk = Self.retentionChunk
+        var deleted = 0
+        while !pending.isEmpty {
+            let work = pending
+            let (count, rest) = try await pool.write { db -> (Int, [Trim]) in
+                let statement = try db.cachedStatement(sql: """
+                    DELETE FROM envelopes WHERE room = ? AND seq IN
+                        (SELECT seq FROM envelopes WHERE room = ? AND seq <= ? ORDER BY seq LIMIT ?)
+                    """)
+                var budget = chunk
+                var rest = work[...]
+                while budget > 0, let trim = rest.first {
+                    try statement.execute(arguments: [trim.room, trim.room, trim.through, budget])
+                    let removed = db.changesCount
+                    // Fewer rows than asked for: this room is done.
+                    if removed < budget { rest.removeFirst() }
+                    budget -= removed
+                }
+                return (chunk - budget, Array(rest))
+            }
+            deleted += count
+            pending = rest
+        }
+        return deleted
+    }
+
+    /// `attrs` as stored: NULL when empty, else a compact JSON object with sorted keys.
+    static func encodeAttrs(_ attrs: [String: String]) -> String? {
+        guard !attrs.isEmpty else { return nil }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(64)
+        JSONWriter.object(attrs, into: &bytes)
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}
