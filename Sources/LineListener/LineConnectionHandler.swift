@@ -142,13 +142,21 @@ final class LineConnectionHandler: ChannelInboundHandler {
 
     /// Runs held lines in order until one has to wait for an asynchronous lookup.
     private func pump() {
-        while !closing, !quitting, !busyAsync, let frame = held.popFirst() {
+        while !closing, !quitting, !busyAsync, let frame = held.first {
+            // WHO and HISTORY read room state: they must see what earlier JOIN/SAY/PART did.
+            if !pending.isEmpty, case .line(let text) = frame, Self.readsRoomState(text) { break }
+            held.removeFirst()
             handle(frame)
         }
         if inputClosed, held.isEmpty, !busyAsync { quitting = true }
         updateReading()
         flush()
         finishShutdownIfQuiet()
+    }
+
+    private static func readsRoomState(_ text: String) -> Bool {
+        let word = text.utf8.prefix(while: { $0 != UInt8(ascii: " ") })
+        return word.count <= 7 && ["WHO", "HISTORY"].contains(String(decoding: word, as: UTF8.self).uppercased())
     }
 
     private func updateReading() {
