@@ -1,0 +1,73 @@
+"""Fixtures: a real `switchboard serve` per test, on a temp data dir and free ports.
+
+    make_server(line={...}, limits={...}, env={...}, users=..., start=True) -> Server
+    server                      -> a started Server; per-test overrides with
+                                   @pytest.mark.server_config(line={"idle_timeout_seconds": 2})
+
+A Server has .port, .config_path, .data_dir, .proc, .cli(*args, input=None), .restart(),
+.kill9(), .stop(), .client(user) -> LineClient. Its output goes to serve-N.log in the test's
+tmp dir and is printed when the test fails.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import swb  # noqa: E402
+
+
+def pytest_report_header(config):
+    return f"switchboard binary: {swb.BINARY}"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
+@pytest.fixture(scope="session")
+def binary():
+    if not (swb.BINARY.is_file() and os.access(swb.BINARY, os.X_OK)):
+        pytest.fail(f"switchboard binary not found at {swb.BINARY} "
+                    f"(build it with `swift build` or set SWITCHBOARD_BIN)", pytrace=False)
+    return swb.BINARY
+
+
+@pytest.fixture
+def make_server(binary, tmp_path, request):
+    servers: list[swb.Server] = []
+
+    def make(users: dict | None = None, env: dict | None = None, start: bool = True,
+             **sections) -> swb.Server:
+        d = tmp_path / f"server{len(servers) + 1}"
+        d.mkdir()
+        s = swb.Server(d, overrides=sections, env=env)
+        servers.append(s)
+        for name, pw in (swb.USERS if users is None else users).items():
+            s.add_user(name, pw)
+        if start:
+            s.start()
+        return s
+
+    yield make
+
+    failed = any(getattr(request.node, f"rep_{w}", None) is not None and getattr(request.node, f"rep_{w}").failed
+                 for w in ("setup", "call"))
+    for s in servers:
+        s.teardown()
+        if failed:
+            print(f"\n===== switchboard output ({s.tmp}) =====\n{s.log_text()}")
+
+
+@pytest.fixture
+def server(make_server, request):
+    marker = request.node.get_closest_marker("server_config")
+    overrides = dict(marker.kwargs) if marker else {}
+    return make_server(**overrides)
