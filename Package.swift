@@ -122,7 +122,11 @@ let package = Package(
         ),
         .testTarget(
             name: "LineListenerTests",
-            dependencies: ["SwitchboardCore", "SwitchboardTesting", "LineWire"],
+            dependencies: [
+                "SwitchboardCore", "SwitchboardStore", "SwitchboardTesting", "LineWire", "LineListener",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]
