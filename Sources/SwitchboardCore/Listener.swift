@@ -67,18 +67,23 @@ public struct ListenerRegistry: Sendable {
         self.descriptors = descriptors
     }
 
+    /// Problems with the listeners `configuration` enables: each enabled section
+    /// without a listener in this build, by key.
+    public func problems(in configuration: SwitchboardConfiguration) -> [String] {
+        Self.listenerSections.filter { section in
+            configuration.bool(section, "enabled") && !descriptors.contains { $0.section == section }
+        }.map { "\($0).enabled: the \($0) listener is not available in this build; set enabled = false" }
+    }
+
     /// Services for every enabled listener, in a stable order. An enabled section
     /// without a listener in this build is an error naming it.
     public func services(
         configuration: SwitchboardConfiguration, makeContext: (String) -> ListenerContext
     ) throws(ConfigurationError) -> [any ListenerService] {
-        var problems: [String] = []
+        var problems = problems(in: configuration)
         var services: [any ListenerService] = []
         for section in Self.listenerSections where configuration.bool(section, "enabled") {
-            guard let descriptor = descriptors.first(where: { $0.section == section }) else {
-                problems.append("\(section).enabled: the \(section) listener is not available in this build; set enabled = false")
-                continue
-            }
+            guard let descriptor = descriptors.first(where: { $0.section == section }) else { continue }
             do {
                 services.append(try descriptor.makeService(makeContext(section)))
             } catch {

@@ -127,11 +127,9 @@ struct CheckConfig: AsyncParsableCommand {
     func run() async throws {
         let configuration = try config.load()
         let enabled = ListenerRegistry.listenerSections.filter { configuration.bool($0, "enabled") }
-        let missing = enabled.filter { section in !registry.descriptors.contains { $0.section == section } }
-        if !missing.isEmpty {
-            throw CommandError("invalid configuration:\n" + missing.map {
-                "  \($0).enabled: the \($0) listener is not available in this build; set enabled = false"
-            }.joined(separator: "\n"))
+        let problems = registry.problems(in: configuration)
+        if !problems.isEmpty {
+            throw CommandError("invalid configuration:\n" + problems.map { "  " + $0 }.joined(separator: "\n"))
         }
         print("configuration OK: \(configuration.path ?? "built-in defaults") (listeners: \(enabled.joined(separator: ", ")))")
     }
