@@ -25,6 +25,7 @@ final class LineConnectionHandler: ChannelInboundHandler {
         var rooms: any RoomStore
         var settings: LineSettings
         var logger: Logger
+        var wakeups: LoopWakeupTable
     }
 
     /// Replies owed to the client, oldest first: bus answers still to come, and
@@ -305,7 +306,9 @@ final class LineConnectionHandler: ChannelInboundHandler {
             }
             return
         }
-        let sink = LineSessionSink(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop))
+        let sink = LineSessionSink(
+            eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop),
+            wakeups: shared.wakeups.wakeups(for: context.eventLoop))
         session = shared.bus.openSession(user: user, display: nil, via: .line, sink: sink)
         logger[metadataKey: "user"] = "\(user)"
         logger.info("line session authenticated")
@@ -554,14 +557,16 @@ extension LineConnectionHandler: Sendable {}
 final class LineSessionSink: SessionSink {
     private let eventLoop: any EventLoop
     private let handler: NIOLoopBound<LineConnectionHandler>
+    private let wakeups: LoopWakeups
 
-    init(eventLoop: any EventLoop, handler: NIOLoopBound<LineConnectionHandler>) {
+    init(eventLoop: any EventLoop, handler: NIOLoopBound<LineConnectionHandler>, wakeups: LoopWakeups) {
         self.eventLoop = eventLoop
         self.handler = handler
+        self.wakeups = wakeups
     }
 
     func outboxReady() {
-        eventLoop.execute { self.handler.value.drainOutbox() }
+        wakeups.signal(handler)
     }
 
     func closeRequested(_ reason: SwitchboardError) {

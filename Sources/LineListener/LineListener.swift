@@ -81,13 +81,14 @@ final class LineListenerService: ListenerService {
     var isReady: Bool { ready.load(ordering: .relaxed) }
 
     func run() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
         let shared = LineConnectionHandler.Shared(
             bus: context.bus, authenticator: context.authenticator, accounts: context.accounts, rooms: context.rooms,
-            settings: settings, logger: context.logger)
+            settings: settings, logger: context.logger, wakeups: LoopWakeupTable(group: group))
         let tracker = self.tracker
         let settings = self.settings
         let logger = context.logger
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)

@@ -66,12 +66,13 @@ struct DedupCache {
     }
 
     private mutating func expire(_ room: RoomName, now: Int64) {
-        guard var queue = order[room] else { return }
-        while let first = queue.first, queue.count > maxPerRoom || now - first.ts > windowMillis {
-            queue.removeFirst()
+        // Mutate the queue in place: copying it out of the dictionary would make
+        // every insert O(window).
+        while let first = order[room]?.first, order[room]!.count > maxPerRoom || now - first.ts > windowMillis {
+            order[room]!.removeFirst()
             if acks[first.key]?.ts == first.ts { acks[first.key] = nil }
         }
-        order[room] = queue.isEmpty ? nil : queue
+        if order[room]?.isEmpty == true { order[room] = nil }
     }
 }
 
@@ -150,12 +151,13 @@ struct BusEngine {
                 sequencePublish(draft, origin: origin, now: now, store: store, batch: &batch)
 
             case .join(let session, let room, let since):
-                guard var joined = sessionRooms[session.id] else { continue }
-                if joined.contains(room) {
+                // Read through the dictionary (no local copy), so the insert below mutates in place.
+                guard let joinedCount = sessionRooms[session.id]?.count else { continue }
+                if sessionRooms[session.id]!.contains(room) {
                     batch.effects.append(.joined(session, room, seq: seqs[room] ?? 0, since: since))
                     continue
                 }
-                guard joined.count < configuration.maxRoomsPerSession else {
+                guard joinedCount < configuration.maxRoomsPerSession else {
                     batch.effects.append(.fail(.session(session), SwitchboardError(
                         .tooManyRooms, "a session may be in at most \(configuration.maxRoomsPerSession) rooms"), room: room, clientID: nil))
                     continue
@@ -164,8 +166,7 @@ struct BusEngine {
                     batch.effects.append(.fail(.session(session), SwitchboardError(.noSuchRoom, "room \(room) does not exist"), room: room, clientID: nil))
                     continue
                 }
-                joined.insert(room)
-                sessionRooms[session.id] = joined
+                sessionRooms[session.id]!.insert(room)
                 let key = OccupantKey(user: session.user, via: session.via)
                 let count = rooms[room, default: Room()].occupancy[key, default: 0]
                 rooms[room, default: Room()].occupancy[key] = count + 1
@@ -179,12 +180,11 @@ struct BusEngine {
                 batch.effects.append(.joined(session, room, seq: seqs[room] ?? 0, since: since))
 
             case .leave(let session, let room):
-                guard var joined = sessionRooms[session.id] else { continue }
-                guard joined.remove(room) != nil else {
+                guard sessionRooms[session.id] != nil else { continue }
+                guard sessionRooms[session.id]!.remove(room) != nil else {
                     batch.effects.append(.fail(.session(session), SwitchboardError(.notJoined, "not in room \(room)"), room: room, clientID: nil))
                     continue
                 }
-                sessionRooms[session.id] = joined
                 leaveRoom(session, room, now: now, batch: &batch)
                 batch.effects.append(.left(session, room))
 

@@ -57,7 +57,10 @@ enum Migrations {
             PRIMARY KEY (room, seq)
         ) WITHOUT ROWID;
 
-        CREATE INDEX envelopes_ts ON envelopes(ts);
+        -- Only rows with a client_id are indexed by time (to rebuild the dedup window at
+        -- start): a full index on ts cost ~15% of every insert. Age retention walks each
+        -- room in seq order instead, which is time order.
+        CREATE INDEX envelopes_client_ts ON envelopes(ts) WHERE client_id IS NOT NULL;
         CREATE UNIQUE INDEX envelopes_id ON envelopes(id);
 
         CREATE TABLE accounts (

@@ -166,22 +166,30 @@ extension SQLiteStore {
         return deleted
     }
 
-    /// Deletes rows with `ts < cutoff`, a chunk per transaction.
+    /// Deletes rows with `ts < cutoff`, room by room, a chunk per transaction.
+    ///
+    /// A room's rows are in time order by seq (the bus stamps them as it sequences), so
+    /// the rows to delete are those before the first one with `ts >= cutoff`; finding it
+    /// reads only the expiring rows, without an index on `ts`.
     private func deleteOlder(than cutoff: Int64) async throws -> Int {
-        let chunk = Self.retentionChunk
-        var deleted = 0
-        while true {
-            let count = try await pool.write { db in
-                let statement = try db.cachedStatement(sql: """
-                    DELETE FROM envelopes WHERE (room, seq) IN
-                        (SELECT room, seq FROM envelopes WHERE ts < ? LIMIT ?)
-                    """)
-                try statement.execute(arguments: [cutoff, chunk])
-                return db.changesCount
+        let trims: [Trim] = try await pool.read { db in
+            let names = try String.fetchAll(db, sql: "SELECT name FROM rooms WHERE last_seq > 0 ORDER BY name")
+            let oldest = try db.cachedStatement(sql: "SELECT seq, ts FROM envelopes WHERE room = ? ORDER BY seq LIMIT 1")
+            let firstKept = try db.cachedStatement(sql: "SELECT seq FROM envelopes WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1")
+            var trims: [Trim] = []
+            for name in names {
+                guard let row = try Row.fetchOne(oldest, arguments: [name]) else { continue }
+                let oldestTs: Int64 = row[1]
+                guard oldestTs < cutoff else { continue }
+                if let kept = try Int64.fetchOne(firstKept, arguments: [name, cutoff]) {
+                    trims.append(Trim(room: name, through: kept - 1))
+                } else {
+                    trims.append(Trim(room: name, through: Int64.max))
+                }
             }
-            deleted += count
-            if count < chunk { return deleted }
+            return trims
         }
+        return try await delete(trims)
     }
 
     /// A room with rows to trim: every seq up to `through` goes.
@@ -195,7 +203,7 @@ extension SQLiteStore {
     private func keepNewest(_ keep: Int) async throws -> Int {
         // Seqs run 1...last_seq without gaps, so a room holds at most last_seq rows:
         // only rooms with last_seq > keep can have rows to trim.
-        var pending: [Trim] = try await pool.read { db in
+        let pending: [Trim] = try await pool.read { db in
             let names = try String.fetchAll(db, sql: "SELECT name FROM rooms WHERE last_seq > ? ORDER BY name", arguments: [keep])
             let newestKept = try db.cachedStatement(sql: "SELECT seq FROM envelopes WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?")
             var trims: [Trim] = []
@@ -206,7 +214,13 @@ extension SQLiteStore {
             }
             return trims
         }
+        return try await delete(pending)
+    }
 
+    /// Deletes every row up to each trim's seq, a chunk per write transaction (several
+    /// small rooms share one), so a large backlog never holds the writer for long.
+    private func delete(_ trims: [Trim]) async throws -> Int {
+        var pending = trims
         let chunk = Self.retentionChunk
         var deleted = 0
         while !pending.isEmpty {

@@ -14,7 +14,7 @@ struct SchemaTests {
             #expect(tables == [["accounts"], ["envelopes"], ["rooms"]])
             let indexes = try store.queryRaw(
                 "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'envelopes' AND sql IS NOT NULL ORDER BY name")
-            #expect(indexes == [["envelopes_id"], ["envelopes_ts"]])
+            #expect(indexes == [["envelopes_client_ts"], ["envelopes_id"]])
             let envelopeColumns = try store.queryRaw("SELECT name FROM pragma_table_info('envelopes') ORDER BY cid")
             #expect(envelopeColumns.map { $0[0] } == [
                 "room", "seq", "id", "ts", "user", "display", "via", "kind", "body", "attrs", "client_id",
