@@ -50,7 +50,10 @@ public final class SQLiteStore: HistoryStore, RoomStore, AccountStore, Sendable 
         // GRDB runs `PRAGMA foreign_keys = ON` (for ON DELETE CASCADE) and
         // `sqlite3_busy_timeout` (same as `PRAGMA busy_timeout`) on every connection.
         configuration.foreignKeysEnabled = true
-        configuration.busyMode = .timeout(Double(Self.busyTimeoutMillis) / 1000)
+        // SQLite's own busy timeout sleeps in steps of up to 100 ms, which a writer
+        // briefly contending with another process (the CLI) would pay in full:
+        // retry every 50 µs instead, for up to busyTimeoutMillis.
+        configuration.busyMode = .callback(Self.retryBriefly)
         configuration.prepareDatabase { db in
             if !db.configuration.readonly {
                 try db.execute(sql: pragma)
@@ -100,6 +103,13 @@ public final class SQLiteStore: HistoryStore, RoomStore, AccountStore, Sendable 
                 delayMicros = min(delayMicros * 2, 100_000)
             }
         }
+    }
+
+    /// A busy handler: sleep 50 µs and retry, giving up after ``busyTimeoutMillis``.
+    @Sendable static func retryBriefly(_ tries: Int) -> Bool {
+        guard tries < busyTimeoutMillis * 20 else { return false }
+        usleep(50)
+        return true
     }
 
     /// Closes every connection; any later call fails. Optional: the connections also

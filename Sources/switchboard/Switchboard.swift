@@ -82,8 +82,6 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchboard")
         let store = try openStore(configuration)
-        let checkpointer = try WALCheckpointer(store: store, logger: Logger(label: "switchboard.store"))
-        defer { checkpointer.stop() }
         let bus: LocalBus
         do {
             bus = try LocalBus(store: store, configuration: LocalBus.Configuration(configuration), logger: Logger(label: "switchboard.bus"))
