@@ -57,7 +57,7 @@ struct SchemaTests {
         #expect(try stores[3].queryRaw("SELECT count(*) FROM grdb_migrations") == [["1"]])
     }
 
-    @Test("WAL, foreign keys, busy timeout and the synchronous level are set", arguments: [
+    @Test("WAL, foreign keys and the synchronous level are set", arguments: [
         (SQLiteStore.Synchronous.normal, "1"), (SQLiteStore.Synchronous.full, "2"),
     ])
     func pragmas(synchronous: SQLiteStore.Synchronous, expected: String) throws {
@@ -66,8 +66,14 @@ struct SchemaTests {
         let store = try fixture.open(synchronous: synchronous)
         #expect(try store.queryRaw("PRAGMA journal_mode") == [["wal"]])
         #expect(try store.queryRaw("PRAGMA foreign_keys") == [["1"]])
-        #expect(try store.queryRaw("PRAGMA busy_timeout") == [["5000"]])
         #expect(try store.queryRaw("PRAGMA synchronous") == [[expected]])
+    }
+
+    /// The busy handler retries in 50 µs steps for busyTimeoutMillis, then gives up.
+    @Test func busyHandlerRetriesBrieflyThenGivesUp() {
+        #expect(SQLiteStore.retryBriefly(0))
+        #expect(SQLiteStore.retryBriefly(SQLiteStore.busyTimeoutMillis * 20 - 1))
+        #expect(!SQLiteStore.retryBriefly(SQLiteStore.busyTimeoutMillis * 20))
     }
 
     @Test("every Via and EnvelopeKind case passes the schema's CHECK constraints")
