@@ -50,6 +50,8 @@ final class LineConnectionHandler: ChannelInboundHandler {
     private var authFailures = 0
     private var session: SessionHandle?
     private var held: Deque<LineFrame> = []
+    /// Reused for every outbox drain.
+    private var inbox: Deque<SessionEvent> = []
     private var pending: Deque<PendingReply> = []
     private var busyAsync = false
     private var replay: Replay?
@@ -367,7 +369,9 @@ final class LineConnectionHandler: ChannelInboundHandler {
     /// Called on the event loop when the session's outbox has events.
     func drainOutbox() {
         guard let session, let context, context.channel.isWritable, !closing else { return }
-        for event in session.takeEvents() {
+        session.takeEvents(into: &inbox)
+        defer { inbox.removeAll(keepingCapacity: true) }
+        for event in inbox {
             if replay != nil {
                 replay!.buffered.append(event)
                 if replay!.buffered.count > shared.settings.replayQueueLimit {

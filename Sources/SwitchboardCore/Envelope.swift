@@ -18,39 +18,118 @@ public struct Sender: Hashable, Sendable, Codable {
 ///
 /// The JSON form is fixed by DESIGN.md and documented in `protocols/envelope.md`;
 /// ``jsonBytes()`` writes it in canonical key order.
+///
+/// A value type whose fields live in one shared, copy-on-write box: the bus hands
+/// the same envelope to every session of a room, and a copy then costs one
+/// reference count instead of one per string field.
 public struct Envelope: Hashable, Sendable, Codable {
+    private final class Storage: Sendable {
+        let id: String
+        let room: RoomName
+        let seq: UInt64
+        let ts: Int64
+        let from: Sender
+        let kind: EnvelopeKind
+        let body: String
+        let attrs: [String: String]
+        let clientID: String?
+
+        init(id: String, room: RoomName, seq: UInt64, ts: Int64, from: Sender, kind: EnvelopeKind,
+             body: String, attrs: [String: String], clientID: String?) {
+            self.id = id
+            self.room = room
+            self.seq = seq
+            self.ts = ts
+            self.from = from
+            self.kind = kind
+            self.body = body
+            self.attrs = attrs
+            self.clientID = clientID
+        }
+    }
+
+    private var storage: Storage
+
+    /// Replaces the storage with a changed copy (fields are immutable in the shared box).
+    private mutating func update(_ change: (inout Fields) -> Void) {
+        var fields = Fields(storage)
+        change(&fields)
+        storage = Storage(id: fields.id, room: fields.room, seq: fields.seq, ts: fields.ts, from: fields.from,
+                          kind: fields.kind, body: fields.body, attrs: fields.attrs, clientID: fields.clientID)
+    }
+
+    private struct Fields {
+        var id: String, room: RoomName, seq: UInt64, ts: Int64, from: Sender, kind: EnvelopeKind
+        var body: String, attrs: [String: String], clientID: String?
+        init(_ s: Storage) {
+            (id, room, seq, ts, from, kind, body, attrs, clientID) = (s.id, s.room, s.seq, s.ts, s.from, s.kind, s.body, s.attrs, s.clientID)
+        }
+    }
+
     /// Server-assigned ULID: unique and time-ordered.
-    public var id: String
+    public var id: String {
+        get { storage.id }
+        set { update { $0.id = newValue } }
+    }
     /// The room (or `dm.<a>.<b>`, `calls.<user>`).
-    public var room: RoomName
+    public var room: RoomName {
+        get { storage.room }
+        set { update { $0.room = newValue } }
+    }
     /// Per-room sequence number, strictly increasing without gaps; `0` for ephemeral kinds.
-    public var seq: UInt64
+    public var seq: UInt64 {
+        get { storage.seq }
+        set { update { $0.seq = newValue } }
+    }
     /// Server time in milliseconds since the epoch.
-    public var ts: Int64
+    public var ts: Int64 {
+        get { storage.ts }
+        set { update { $0.ts = newValue } }
+    }
     /// The sender.
-    public var from: Sender
+    public var from: Sender {
+        get { storage.from }
+        set { update { $0.from = newValue } }
+    }
     /// What this envelope carries.
-    public var kind: EnvelopeKind
+    public var kind: EnvelopeKind {
+        get { storage.kind }
+        set { update { $0.kind = newValue } }
+    }
     /// The UTF-8 body.
-    public var body: String
+    public var body: String {
+        get { storage.body }
+        set { update { $0.body = newValue } }
+    }
     /// String-to-string extensions (`reply_to`, `call_id`, …).
-    public var attrs: [String: String]
+    public var attrs: [String: String] {
+        get { storage.attrs }
+        set { update { $0.attrs = newValue } }
+    }
     /// The sender's idempotency key, echoed in the ack.
-    public var clientID: String?
+    public var clientID: String? {
+        get { storage.clientID }
+        set { update { $0.clientID = newValue } }
+    }
 
     public init(
         id: String, room: RoomName, seq: UInt64, ts: Int64, from: Sender,
         kind: EnvelopeKind, body: String, attrs: [String: String] = [:], clientID: String? = nil
     ) {
-        self.id = id
-        self.room = room
-        self.seq = seq
-        self.ts = ts
-        self.from = from
-        self.kind = kind
-        self.body = body
-        self.attrs = attrs
-        self.clientID = clientID
+        storage = Storage(id: id, room: room, seq: seq, ts: ts, from: from, kind: kind, body: body, attrs: attrs, clientID: clientID)
+    }
+
+    public static func == (lhs: Envelope, rhs: Envelope) -> Bool {
+        if lhs.storage === rhs.storage { return true }
+        return lhs.id == rhs.id && lhs.room == rhs.room && lhs.seq == rhs.seq && lhs.ts == rhs.ts
+            && lhs.from == rhs.from && lhs.kind == rhs.kind && lhs.body == rhs.body && lhs.attrs == rhs.attrs
+            && lhs.clientID == rhs.clientID
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(id)
+        hasher.combine(room)
+        hasher.combine(seq)
     }
 
     enum CodingKeys: String, CodingKey {
@@ -60,15 +139,29 @@ public struct Envelope: Hashable, Sendable, Codable {
 
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.id = try c.decode(String.self, forKey: .id)
-        self.room = try c.decode(RoomName.self, forKey: .room)
-        self.seq = try c.decode(UInt64.self, forKey: .seq)
-        self.ts = try c.decode(Int64.self, forKey: .ts)
-        self.from = try c.decode(Sender.self, forKey: .from)
-        self.kind = try c.decode(EnvelopeKind.self, forKey: .kind)
-        self.body = try c.decodeIfPresent(String.self, forKey: .body) ?? ""
-        self.attrs = try c.decodeIfPresent([String: String].self, forKey: .attrs) ?? [:]
-        self.clientID = try c.decodeIfPresent(String.self, forKey: .clientID)
+        self.init(
+            id: try c.decode(String.self, forKey: .id),
+            room: try c.decode(RoomName.self, forKey: .room),
+            seq: try c.decode(UInt64.self, forKey: .seq),
+            ts: try c.decode(Int64.self, forKey: .ts),
+            from: try c.decode(Sender.self, forKey: .from),
+            kind: try c.decode(EnvelopeKind.self, forKey: .kind),
+            body: try c.decodeIfPresent(String.self, forKey: .body) ?? "",
+            attrs: try c.decodeIfPresent([String: String].self, forKey: .attrs) ?? [:],
+            clientID: try c.decodeIfPresent(String.self, forKey: .clientID))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(id, forKey: .id)
+        try c.encode(room, forKey: .room)
+        try c.encode(seq, forKey: .seq)
+        try c.encode(ts, forKey: .ts)
+        try c.encode(from, forKey: .from)
+        try c.encode(kind, forKey: .kind)
+        try c.encode(body, forKey: .body)
+        try c.encode(attrs, forKey: .attrs)
+        try c.encodeIfPresent(clientID, forKey: .clientID)
     }
 }
 

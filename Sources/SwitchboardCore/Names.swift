@@ -43,6 +43,8 @@ public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible,
 
     /// What kind of room this name denotes, by its reserved prefix.
     public var scope: Scope {
+        // Fast path for the common case: ordinary room names need no parsing.
+        guard rawValue.hasPrefix("dm") || rawValue.hasPrefix("calls") else { return .group }
         let parts = rawValue.split(separator: ".", omittingEmptySubsequences: false)
         if parts.first == "dm" {
             if parts.count == 3, let a = UserName(parts[1]), let b = UserName(parts[2]),

@@ -73,6 +73,19 @@ public final class SessionHandle: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Swaps the queued events into `buffer` (which must be empty), oldest first.
+    ///
+    /// The hot-path form of ``takeEvents()``: a listener keeps one buffer per
+    /// connection and empties it with `removeAll(keepingCapacity: true)`, so in a
+    /// steady state neither side allocates.
+    public func takeEvents(into buffer: inout Deque<SessionEvent>) {
+        precondition(buffer.isEmpty, "takeEvents(into:) needs an empty buffer")
+        outbox.withLock { box in
+            box.signaled = false
+            swap(&box.events, &buffer)
+        }
+    }
+
     /// Number of queued events (for metrics and tests).
     public var queuedCount: Int { outbox.withLock { $0.events.count } }
 
