@@ -1,0 +1,12 @@
+import ArgumentParser
+
+/// `switchboard-bench`: load generators for `make bench` (Tests/bench/run_bench.py).
+/// Each subcommand prints one JSON object with its results on stdout; progress goes to stderr.
+@main
+struct SwitchboardBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "switchboard-bench",
+        abstract: "Switchboard benchmarks: in-process bus fan-out, history group commit, end-to-end line/IRC latency.",
+        subcommands: [FanoutCommand.self, HistoryCommand.self, LineLoadCommand.self])
+}
+
