@@ -10,12 +10,18 @@ extension SQLiteStore {
         INSERT INTO envelopes(\(envelopeColumns)) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
         """
 
-    /// The last committed seq of every room, from `rooms.last_seq`: a room whose rows
+    /// A room's last seq: its newest row, or `rooms.last_seq` when retention removed the
+    /// rows (retention records it there before deleting). `append` does not touch
+    /// `rooms`, which keeps a commit to many rooms at one statement per envelope.
+    /// Use with `FROM rooms r`.
+    static let lastSeqSQL = "MAX(r.last_seq, IFNULL((SELECT MAX(e.seq) FROM envelopes e WHERE e.room = r.name), 0))"
+
+    /// The last committed seq of every room (see ``lastSeqSQL``): a room whose rows
     /// retention removed keeps its place in the sequence. Rooms created but never written
     /// to are listed with `0`.
     public func loadSequences() throws -> [RoomName: UInt64] {
         try pool.read { db in
-            let rows = try Row.fetchCursor(db, sql: "SELECT name, last_seq FROM rooms")
+            let rows = try Row.fetchCursor(db, sql: "SELECT r.name, \(Self.lastSeqSQL) FROM rooms r")
             var sequences: [RoomName: UInt64] = [:]
             while let row = try rows.next() {
                 let name = try RowDecoder.room(row, 0, table: "rooms")
@@ -39,35 +45,48 @@ extension SQLiteStore {
 
     /// Commits `envelopes` in one write transaction (group commit).
     ///
-    /// Rooms seen for the first time are created (their `created_at` is the first
-    /// envelope's `ts`), the rows go through one cached prepared statement, and each
-    /// room's `last_seq` is raised to the highest seq of the batch. Either all of it is
-    /// committed or, on any error, none of it.
+    /// Rooms this store has not seen yet are created (their `created_at` is the first
+    /// envelope's `ts`) and the rows go through one cached prepared statement. Either all
+    /// of it is committed or, on any error, none of it (and the room cache is forgotten,
+    /// so a retry recreates rooms another process deleted meanwhile).
     ///
     /// Synchronous on purpose: only the bus's writer thread calls it, never an event loop.
     public func append(_ envelopes: [Envelope]) throws {
         guard !envelopes.isEmpty else { return }
 
-        // Per distinct room: the ts of its first envelope in the batch and its highest seq.
-        var rooms: [String: (createdAt: Int64, lastSeq: Int64)] = [:]
-        rooms.reserveCapacity(8)
-        for envelope in envelopes {
-            guard envelope.seq > 0, let seq = Int64(exactly: envelope.seq) else {
-                throw SwitchboardError(
-                    .storageUnavailable, "cannot store envelope \(envelope.id) in \(envelope.room) with seq \(envelope.seq)")
-            }
-            if let known = rooms[envelope.room.rawValue] {
-                if seq > known.lastSeq { rooms[envelope.room.rawValue]?.lastSeq = seq }
-            } else {
-                rooms[envelope.room.rawValue] = (envelope.ts, seq)
+        // Rooms not known to exist yet, with the ts of their first envelope in the batch.
+        var newRooms: [String: Int64] = [:]
+        knownRooms.withLock { known in
+            for envelope in envelopes where !known.contains(envelope.room.rawValue) && newRooms[envelope.room.rawValue] == nil {
+                newRooms[envelope.room.rawValue] = envelope.ts
             }
         }
+        for envelope in envelopes where envelope.seq == 0 || envelope.seq > UInt64(Int64.max) {
+            throw SwitchboardError(
+                .storageUnavailable, "cannot store envelope \(envelope.id) in \(envelope.room) with seq \(envelope.seq)")
+        }
 
+        do {
+            try commit(envelopes, newRooms: newRooms)
+        } catch {
+            knownRooms.withLock { $0.removeAll() }
+            throw error
+        }
+        if !newRooms.isEmpty {
+            knownRooms.withLock { known in
+                // Bounded: a store that saw very many rooms starts over.
+                if known.count > 100_000 { known.removeAll() }
+                known.formUnion(newRooms.keys)
+            }
+        }
+    }
+
+    private func commit(_ envelopes: [Envelope], newRooms: [String: Int64]) throws {
         try pool.writeWithoutTransaction { db in
             try db.inTransaction(.immediate) {
                 let insertRoom = try db.cachedStatement(sql: "INSERT OR IGNORE INTO rooms(name, created_at) VALUES (?, ?)")
-                for (name, room) in rooms {
-                    try insertRoom.execute(arguments: [name, room.createdAt])
+                for (name, createdAt) in newRooms {
+                    try insertRoom.execute(arguments: [name, createdAt])
                 }
 
                 let insert = try db.cachedStatement(sql: Self.insertEnvelopeSQL)
@@ -85,11 +104,6 @@ extension SQLiteStore {
                         Self.encodeAttrs(envelope.attrs),
                         envelope.clientID,
                     ])
-                }
-
-                let advance = try db.cachedStatement(sql: "UPDATE rooms SET last_seq = MAX(last_seq, ?) WHERE name = ?")
-                for (name, room) in rooms {
-                    try advance.execute(arguments: [room.lastSeq, name])
                 }
                 return .commit
             }
@@ -173,7 +187,7 @@ extension SQLiteStore {
     /// reads only the expiring rows, without an index on `ts`.
     private func deleteOlder(than cutoff: Int64) async throws -> Int {
         let trims: [Trim] = try await pool.read { db in
-            let names = try String.fetchAll(db, sql: "SELECT name FROM rooms WHERE last_seq > 0 ORDER BY name")
+            let names = try String.fetchAll(db, sql: "SELECT r.name FROM rooms r WHERE \(Self.lastSeqSQL) > 0 ORDER BY r.name")
             let oldest = try db.cachedStatement(sql: "SELECT seq, ts FROM envelopes WHERE room = ? ORDER BY seq LIMIT 1")
             let firstKept = try db.cachedStatement(sql: "SELECT seq FROM envelopes WHERE room = ? AND ts >= ? ORDER BY seq LIMIT 1")
             var trims: [Trim] = []
@@ -204,7 +218,7 @@ extension SQLiteStore {
         // Seqs run 1...last_seq without gaps, so a room holds at most last_seq rows:
         // only rooms with last_seq > keep can have rows to trim.
         let pending: [Trim] = try await pool.read { db in
-            let names = try String.fetchAll(db, sql: "SELECT name FROM rooms WHERE last_seq > ? ORDER BY name", arguments: [keep])
+            let names = try String.fetchAll(db, sql: "SELECT r.name FROM rooms r WHERE \(Self.lastSeqSQL) > ? ORDER BY r.name", arguments: [keep])
             let newestKept = try db.cachedStatement(sql: "SELECT seq FROM envelopes WHERE room = ? ORDER BY seq DESC LIMIT 1 OFFSET ?")
             var trims: [Trim] = []
             for name in names {
@@ -230,9 +244,15 @@ extension SQLiteStore {
                     DELETE FROM envelopes WHERE room = ? AND seq IN
                         (SELECT seq FROM envelopes WHERE room = ? AND seq <= ? ORDER BY seq LIMIT ?)
                     """)
+                // Record each room's last seq before its newest rows can go, so the
+                // sequence survives an emptied room (see lastSeqSQL).
+                let remember = try db.cachedStatement(sql: """
+                    UPDATE rooms AS r SET last_seq = \(Self.lastSeqSQL) WHERE r.name = ?
+                    """)
                 var budget = chunk
                 var rest = work[...]
                 while budget > 0, let trim = rest.first {
+                    try remember.execute(arguments: [trim.room])
                     try statement.execute(arguments: [trim.room, trim.room, trim.through, budget])
                     let removed = db.changesCount
                     // Fewer rows than asked for: this room is done.

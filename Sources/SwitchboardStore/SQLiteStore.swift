@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import Logging
 import SwitchboardCore
+import Synchronization
 
 /// History, rooms and accounts in one SQLite file, through one GRDB `DatabasePool` (WAL mode).
 ///
@@ -31,6 +32,8 @@ public final class SQLiteStore: HistoryStore, RoomStore, AccountStore, Sendable 
 
     let pool: DatabasePool
     let logger: Logger
+    /// Rooms known to have a row, so `append` inserts a room only the first time.
+    let knownRooms = Mutex<Set<String>>([])
 
     /// Opens (creating it and its parent directory when missing) the database at `path`
     /// and brings its schema up to date.
@@ -136,17 +139,19 @@ extension SQLiteStore {
     /// Deletes `room` and, by cascade, its whole history; false when there was no such room.
     public func deleteRoom(_ room: RoomName) async throws -> Bool {
         let name = room.rawValue
-        return try await pool.write { db in
+        let deleted = try await pool.write { db in
             try db.execute(sql: "DELETE FROM rooms WHERE name = ?", arguments: [name])
             return db.changesCount > 0
         }
+        knownRooms.withLock { _ = $0.remove(name) }
+        return deleted
     }
 
     /// Every group room (neither `dm.*` nor `calls.*`), sorted by name.
     public func listRooms() async throws -> [RoomInfo] {
         try await pool.read { db in
             let rows = try Row.fetchCursor(db, sql: """
-                SELECT name, last_seq, created_at FROM rooms
+                SELECT r.name, \(Self.lastSeqSQL), r.created_at FROM rooms r
                 WHERE name NOT GLOB 'dm.*' AND name NOT GLOB 'calls.*'
                 ORDER BY name
                 """)

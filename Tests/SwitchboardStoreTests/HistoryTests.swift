@@ -197,3 +197,30 @@ struct HistoryTests {
         #expect(try cli.loadSequences()[room("busy-a")] == 50)
     }
 }
+
+@Suite struct RoomCacheTests {
+    /// The server caches which rooms exist; when another process (the CLI) deletes one,
+    /// the next commit to it fails once, forgets the cache, and the retry recreates it.
+    @Test func appendRecreatesARoomDeletedByAnotherProcess() async throws {
+        let fixture = StoreFixture()
+        defer { fixture.remove() }
+        let server = try fixture.open()
+        let cli = try fixture.open()
+        try server.append([envelope("lobby", 1)])
+        #expect(try await cli.deleteRoom(room("lobby")))
+        #expect(throws: (any Error).self) { try server.append([envelope("lobby", 2)]) }
+        try server.append([envelope("lobby", 2)])
+        #expect(try server.loadSequences() == [room("lobby"): 2])
+    }
+
+    /// Without rows, a room keeps the last seq retention recorded before emptying it.
+    @Test func lastSeqSurvivesRetentionEmptyingARoom() async throws {
+        try await withStore { store, _ in
+            try store.append((1...10).map { envelope("lobby", $0, ts: 1_000) })
+            _ = try await store.applyRetention(now: 10_000_000, maxAgeMillis: 1_000, maxPerRoom: nil)
+            #expect(try await store.messages(in: room("lobby"), before: nil, after: nil, limit: 100).isEmpty)
+            #expect(try store.loadSequences() == [room("lobby"): 10])
+            #expect(try await store.listRooms().map(\.lastSeq) == [10])
+        }
+    }
+}
