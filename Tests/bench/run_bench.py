@@ -826,6 +826,11 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.extend(sec2)
     md.extend(sec3)
 
+    notes = Path(__file__).with_name("ANALYSIS.md")
+    if notes.exists():
+        # Hand-written analysis of the misses (kept beside the script, copied in verbatim).
+        md.append(notes.read_text().rstrip())
+        md.append("")
     md.append("## How to reproduce")
     md.append("")
     md.append("```sh")

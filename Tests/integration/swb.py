@@ -380,8 +380,12 @@ class LineClient:
         """The first line matching `pattern` (a prefix string or compiled regex).
 
         Lines that do not match stay in the backlog, in order, for later calls."""
+        return self._first(lambda line: self._matches(pattern, line), repr(pattern), timeout)
+
+    def _first(self, wanted, what: str, timeout: float | None) -> str:
+        """The first line (backlog first) for which `wanted` holds; the others stay in the backlog."""
         for i, line in enumerate(self.backlog):
-            if self._matches(pattern, line):
+            if wanted(line):
                 del self.backlog[i]
                 return line
         deadline = self._deadline(timeout)
@@ -389,30 +393,16 @@ class LineClient:
             try:
                 line = self._read_line(deadline)
             except TimeoutError:
-                raise AssertionError(f"timed out waiting for {pattern!r}; {self._describe()}") from None
+                raise AssertionError(f"timed out waiting for {what}; {self._describe()}") from None
             except Closed:
-                raise AssertionError(f"connection closed while waiting for {pattern!r}; {self._describe()}") from None
-            if self._matches(pattern, line):
+                raise AssertionError(f"connection closed while waiting for {what}; {self._describe()}") from None
+            if wanted(line):
                 return line
             self.backlog.append(line)
 
     def reply(self, timeout: float | None = None) -> str:
         """The next command reply (OK/ERR/PONG), leaving MSG/JOINED/PARTED lines in the backlog."""
-        for i, line in enumerate(self.backlog):
-            if not is_event(line):
-                del self.backlog[i]
-                return line
-        deadline = self._deadline(timeout)
-        while True:
-            try:
-                line = self._read_line(deadline)
-            except TimeoutError:
-                raise AssertionError(f"timed out waiting for a reply; {self._describe()}") from None
-            except Closed:
-                raise AssertionError(f"connection closed while waiting for a reply; {self._describe()}") from None
-            if not is_event(line):
-                return line
-            self.backlog.append(line)
+        return self._first(lambda line: not is_event(line), "a reply", timeout)
 
     def cmd(self, line: str, timeout: float | None = None) -> str:
         """Sends one command and returns its reply."""
