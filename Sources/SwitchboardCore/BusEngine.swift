@@ -130,7 +130,7 @@ struct BusEngine {
 
     // MARK: Step 1: sequence
 
-    mutating func sequence(_ ops: [LocalBus.Op], now: Int64, store: any HistoryStore, logger: Logger) -> Batch {
+    mutating func sequence(_ ops: Deque<LocalBus.Op>, now: Int64, store: any HistoryStore, logger: Logger) -> Batch {
         var batch = Batch()
         for op in ops {
             switch op {

@@ -220,11 +220,17 @@ public final class LocalBus: MessageBus {
         while true {
             wakeup.wait()
             while true {
-                let (ops, stopping) = inbox.withLock { box -> ([Op], Bool) in
-                    let n = min(box.ops.count, configuration.maxBatch)
-                    let ops = Array(box.ops.prefix(n))
-                    box.ops.removeFirst(n)
-                    return (ops, box.stopping)
+                // Keep the lock short: publishers on the event loops contend for it.
+                // Usually the whole queue is one batch and is swapped out in O(1).
+                var ops = Deque<Op>()
+                let stopping = inbox.withLock { box -> Bool in
+                    if box.ops.count <= configuration.maxBatch {
+                        swap(&ops, &box.ops)
+                    } else {
+                        ops = Deque(box.ops.prefix(configuration.maxBatch))
+                        box.ops.removeFirst(configuration.maxBatch)
+                    }
+                    return box.stopping
                 }
                 if ops.isEmpty {
                     if stopping {
@@ -252,7 +258,7 @@ public final class LocalBus: MessageBus {
         for waiter in waiters { waiter.resume() }
     }
 
-    private func process(_ ops: [Op]) {
+    private func process(_ ops: Deque<Op>) {
         let now = configuration.clock()
         var batch = state.withLock { $0.sequence(ops, now: now, store: store, logger: logger) }
 
