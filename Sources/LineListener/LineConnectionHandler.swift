@@ -243,9 +243,7 @@ final class LineConnectionHandler: ChannelInboundHandler {
                 pending.append(.say)
             case .tell(let name, let text):
                 guard let user = UserName(name) else { throw SwitchboardError(.invalidUser, "'\(name)' is not a valid user name") }
-                let draft = EnvelopeDraft(room: .direct(session.user, user), from: session.sender, body: text)
-                try draft.validate(EnvelopeLimits(maxBodyBytes: Int.max))
-                tell(draft, to: user, session: session)
+                tell(EnvelopeDraft(room: .direct(session.user, user), from: session.sender, body: text), to: user, session: session)
             case .history(let name, let limit):
                 let room = try Self.room(name)
                 history(room, limit: limit ?? Self.historyDefault, session: session)
