@@ -89,21 +89,9 @@ extension SQLiteStore {
                     try insertRoom.execute(arguments: [name, createdAt])
                 }
 
-                let insert = try db.cachedStatement(sql: Self.insertEnvelopeSQL)
+                let insert = try EnvelopeInsert(db, sql: Self.insertEnvelopeSQL)
                 for envelope in envelopes {
-                    try insert.execute(arguments: [
-                        envelope.room.rawValue,
-                        Int64(truncatingIfNeeded: envelope.seq), // checked above
-                        envelope.id,
-                        envelope.ts,
-                        envelope.from.user.rawValue,
-                        envelope.from.display,
-                        envelope.from.via.rawValue,
-                        envelope.kind.rawValue,
-                        envelope.body,
-                        Self.encodeAttrs(envelope.attrs),
-                        envelope.clientID,
-                    ])
+                    try insert.insert(envelope, attrs: Self.encodeAttrs(envelope.attrs))
                 }
                 return .commit
             }
