@@ -80,6 +80,7 @@ public struct ConfigSchema: Sendable {
             Key("retention_interval_seconds", .int(1...86_400), .int(60)),
             Key("max_batch", .int(1...100_000), .int(4096)),
             Key("synchronous", .choice(["normal", "full"]), .string("normal")),
+            Key("wal_sync_interval_ms", .int(0...10_000), .int(2)),
         ]),
         ("accounts", [
             Key("pbkdf2_iterations", .int(StoredCredentials.minimumIterations...10_000_000), .int(100_000)),

@@ -18,6 +18,8 @@ struct BenchStore {
     let kind: StoreKind
     let instrumented: InstrumentedStore
     let sqlite: SQLiteStore?
+    /// Syncs the WAL off the writer thread, as `switchboard serve` does.
+    let walSyncer: WALSyncer?
     let directory: String?
 
     init(kind: StoreKind, synchronous: SQLiteStore.Synchronous = .normal, keepDurations: Bool = false) throws {
@@ -25,12 +27,14 @@ struct BenchStore {
         switch kind {
         case .memory:
             sqlite = nil
+            walSyncer = nil
             directory = nil
             instrumented = InstrumentedStore(InMemoryHistoryStore(), keepDurations: keepDurations)
         case .sqlite:
             let dir = try makeTemporaryDirectory("swb-bench-store")
             let store = try SQLiteStore(path: (dir as NSString).appendingPathComponent("bench.sqlite"), synchronous: synchronous)
             sqlite = store
+            walSyncer = ProcessInfo.processInfo.environment["SWB_NO_WALSYNC"] == nil ? WALSyncer(store: store) : nil
             directory = dir
             instrumented = InstrumentedStore(store, keepDurations: keepDurations)
         }
@@ -38,6 +42,7 @@ struct BenchStore {
 
     /// Closes the database and deletes the temp dir.
     func dispose() {
+        walSyncer?.stop()
         if let sqlite { try? sqlite.close() }
         if let directory { removeTemporaryDirectory(directory) }
     }

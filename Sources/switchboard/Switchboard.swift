@@ -82,6 +82,9 @@ struct Serve: AsyncParsableCommand {
         }
         let logger = Logger(label: "switchboard")
         let store = try openStore(configuration)
+        let syncInterval = configuration.int("history", "wal_sync_interval_ms")
+        let walSyncer = syncInterval > 0 ? WALSyncer(store: store, interval: .milliseconds(syncInterval)) : nil
+        defer { walSyncer?.stop() }
         let bus: LocalBus
         do {
             bus = try LocalBus(store: store, configuration: LocalBus.Configuration(configuration), logger: Logger(label: "switchboard.bus"))

@@ -29,6 +29,7 @@ import Testing
         #expect(config.int("sip", "port") == 5060)
         #expect(config.string("mqtt", "prefix") == "switchboard")
         #expect(config.bool("xmpp", "allow_plain_without_tls") == false)
+        #expect(config.int("history", "wal_sync_interval_ms") == 2)
     }
 
     @Test func defaultsApplyToMissingKeys() throws {

@@ -626,11 +626,16 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
         share_s = f"{share * 100:.0f} %" if share is not None else "n/a"
         cores_s = f"{cores:.2f}" if cores is not None else "n/a"
         per_run = fmt_int(runs[0]["expected_deliveries"]) if runs else "n/a"
-        sec1.append(f"| {row['scenario']} | {store} | {per_run} | {fmt_int(m)}{spread(rates, fmt_int)} | ≥ {fmt_int(FANOUT_TARGET)} | "
-                    f"{met(m, FANOUT_TARGET)} | {fmt_int(pub)} | {fmt_int(commits)} ({fmt_int(batch)}) | "
+        # The target is for the in-process bus; with SQLite underneath the row shows
+        # what the commit allows, for reference.
+        in_process = row["store"] == "memory"
+        target_s = f"≥ {fmt_int(FANOUT_TARGET)}" if in_process else "– (reference: bound by the SQLite commit)"
+        met_s = met(m, FANOUT_TARGET) if in_process else "–"
+        sec1.append(f"| {row['scenario']} | {store} | {per_run} | {fmt_int(m)}{spread(rates, fmt_int)} | {target_s} | "
+                    f"{met_s} | {fmt_int(pub)} | {fmt_int(commits)} ({fmt_int(batch)}) | "
                     f"{share_s} | {cores_s} | {verification(row['runs'])} |")
         summary.append((f"Fan-out, {row['scenario']}, {store}", f"{fmt_int(m)} deliveries/s",
-                        f"≥ {fmt_int(FANOUT_TARGET)}/s", met(m, FANOUT_TARGET)))
+                        f"≥ {fmt_int(FANOUT_TARGET)}/s" if in_process else target_s, met_s))
     sec1.append("")
     sec1.append("*time in commit*: share of the measured time the bus's writer thread spent inside "
                 "`HistoryStore.append`. *CPU cores busy*: process CPU time / wall time (2 would be both cores "
