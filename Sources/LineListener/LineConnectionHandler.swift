@@ -35,14 +35,6 @@ final class LineConnectionHandler: ChannelInboundHandler {
         case ready(ByteBuffer)
     }
 
-    /// A `JOIN <room> <since>` whose missed envelopes are being read from history.
-    struct Replay {
-        var room: RoomName
-        var seq: UInt64
-        /// Events that arrived meanwhile, delivered after the replay.
-        var buffered: Deque<SessionEvent> = []
-    }
-
     private let shared: Shared
     private var decoder: LineFrameDecoder
     private var limiter: TokenBucket
@@ -54,7 +46,9 @@ final class LineConnectionHandler: ChannelInboundHandler {
     private var inbox: Deque<SessionEvent> = []
     private var pending: Deque<PendingReply> = []
     private var busyAsync = false
-    private var replay: Replay?
+    /// While a `JOIN <room> <since>` replay is read from history: the bus events
+    /// that arrived meanwhile, delivered after it. Nil when no replay runs.
+    private var replayBuffer: Deque<SessionEvent>?
     private var closing = false
     private var reading = true
     private var quitting = false
@@ -66,7 +60,6 @@ final class LineConnectionHandler: ChannelInboundHandler {
 
     static let maxAuthFailures = 3
     static let maxHeldLines = 256
-    static let historyDefault = 50
 
     init(shared: Shared) {
         self.shared = shared
@@ -246,7 +239,7 @@ final class LineConnectionHandler: ChannelInboundHandler {
                 tell(EnvelopeDraft(room: .direct(session.user, user), from: session.sender, body: text), to: user, session: session)
             case .history(let name, let limit):
                 let room = try Self.room(name)
-                history(room, limit: limit ?? Self.historyDefault, session: session)
+                history(room, limit: limit ?? LineCommand.defaultHistoryLimit, session: session)
             case .who(let name):
                 let room = try Self.room(name)
                 try AccessRules.canRead(room, user: session.user)
@@ -370,9 +363,9 @@ final class LineConnectionHandler: ChannelInboundHandler {
         session.takeEvents(into: &inbox)
         defer { inbox.removeAll(keepingCapacity: true) }
         for event in inbox {
-            if replay != nil {
-                replay!.buffered.append(event)
-                if replay!.buffered.count > shared.settings.replayQueueLimit {
+            if replayBuffer != nil {
+                replayBuffer!.append(event)
+                if replayBuffer!.count > shared.settings.replayQueueLimit {
                     closeWithError(.slowConsumer, "too much traffic while replaying history")
                     return
                 }
@@ -415,7 +408,7 @@ final class LineConnectionHandler: ChannelInboundHandler {
     /// Reads `(since, seq]` from history page by page, writes it, then `OK JOIN`, then what queued meanwhile.
     private func startReplay(room: RoomName, since: UInt64, seq: UInt64) {
         guard let context, let session else { return }
-        replay = Replay(room: room, seq: seq)
+        replayBuffer = []
         let bus = shared.bus
         let user = session.user
         context.eventLoop.makeFutureWithTask { () -> Result<[Envelope], SwitchboardError> in
@@ -433,8 +426,8 @@ final class LineConnectionHandler: ChannelInboundHandler {
                 return .failure(error)
             }
         }.assumeIsolated().whenSuccess { [self] result in
-            guard !closing, var replay = self.replay else { return }
-            self.replay = nil
+            guard !closing, var buffered = replayBuffer else { return }
+            replayBuffer = nil
             _ = pending.popFirst()
             switch result {
             case .success(let envelopes):
@@ -443,9 +436,10 @@ final class LineConnectionHandler: ChannelInboundHandler {
             case .failure(let error):
                 writeAnswer(.err(code: error.code.rawValue, message: error.message))
             }
-            while let event = replay.buffered.popFirst() {
-                if self.replay != nil {
-                    self.replay!.buffered.append(event)
+            while let event = buffered.popFirst() {
+                if replayBuffer != nil {
+                    // An event just handled started another replay: the rest waits for it.
+                    replayBuffer!.append(event)
                 } else {
                     handleEvent(event)
                 }
@@ -542,7 +536,7 @@ final class LineConnectionHandler: ChannelInboundHandler {
     /// After QUIT or on shutdown: once every reply the client is owed went out, close
     /// (with a goodbye on shutdown).
     private func finishShutdownIfQuiet() {
-        guard shuttingDown || quitting, !closing, pending.isEmpty, !busyAsync, replay == nil else { return }
+        guard shuttingDown || quitting, !closing, pending.isEmpty, !busyAsync, replayBuffer == nil else { return }
         if quitting {
             closing = true
             flushAndClose()

@@ -24,10 +24,6 @@ struct Batch {
 
     var envelopes: [Envelope] = []
     var effects: [Effect] = []
-    /// Seq counters as they were before this batch, to roll back a failed commit.
-    var previousSeqs: [RoomName: UInt64] = [:]
-    /// Dedup keys added by this batch, forgotten if the commit fails.
-    var dedupAdded: [DedupCache.Key] = []
 }
 
 /// Remembers `(room, user, client_id)` → ack for the dedup window.
@@ -148,7 +144,7 @@ struct BusEngine {
                 metrics.sessionClosed(session.via)
 
             case .publish(let draft, let origin):
-                sequencePublish(draft, origin: origin, now: now, store: store, batch: &batch)
+                sequencePublish(draft, origin: origin, now: now, store: store, logger: logger, batch: &batch)
 
             case .join(let session, let room, let since):
                 // Read through the dictionary (no local copy), so the insert below mutates in place.
@@ -221,7 +217,7 @@ struct BusEngine {
     }
 
     private mutating func sequencePublish(
-        _ draft: EnvelopeDraft, origin: LocalBus.Origin, now: Int64, store: any HistoryStore, batch: inout Batch
+        _ draft: EnvelopeDraft, origin: LocalBus.Origin, now: Int64, store: any HistoryStore, logger: Logger, batch: inout Batch
     ) {
         if let session = origin.session {
             guard let joined = sessionRooms[session.id] else { return } // closed meanwhile
@@ -232,26 +228,20 @@ struct BusEngine {
             }
         }
         if let clientID = draft.clientID {
-            let key = DedupCache.Key(room: draft.room, user: draft.from.user, clientID: clientID)
-            if let ack = dedup.lookup(key, now: now) {
+            if let ack = dedup.lookup(DedupCache.Key(room: draft.room, user: draft.from.user, clientID: clientID), now: now) {
                 var again = ack
                 again.duplicate = true
                 batch.effects.append(.duplicate(origin, again))
                 return
             }
         }
-        if case .group = draft.room.scope, !configuration.autoCreateRooms, !knownRooms.contains(draft.room),
-           (try? store.roomExists(draft.room)) != true {
+        if case .group = draft.room.scope, !roomExists(draft.room, store: store, logger: logger) {
             batch.effects.append(.fail(origin, SwitchboardError(.noSuchRoom, "room \(draft.room) does not exist"),
                                        room: draft.room, clientID: draft.clientID))
             return
         }
         let index = append(draft, now: now, batch: &batch)
-        if let clientID = draft.clientID {
-            let key = DedupCache.Key(room: draft.room, user: draft.from.user, clientID: clientID)
-            dedup.remember(batch.envelopes[index], now: now)
-            batch.dedupAdded.append(key)
-        }
+        dedup.remember(batch.envelopes[index], now: now)
         metrics.envelopeIn(draft.from.via)
         batch.effects.append(.deliver(index: index, origin: origin, ack: true))
     }
@@ -273,9 +263,7 @@ struct BusEngine {
     /// Gives `draft` its id, seq and time and adds it to the batch.
     private mutating func append(_ draft: EnvelopeDraft, now: Int64, batch: inout Batch) -> Int {
         let previous = seqs[draft.room] ?? 0
-        if batch.previousSeqs[draft.room] == nil { batch.previousSeqs[draft.room] = previous }
         seqs[draft.room] = previous + 1
-        knownRooms.insert(draft.room)
         batch.envelopes.append(Envelope(
             id: ids.next(millis: now), room: draft.room, seq: previous + 1, ts: now, from: draft.from,
             kind: draft.kind, body: draft.body, attrs: draft.attrs, clientID: draft.clientID))
@@ -288,8 +276,14 @@ struct BusEngine {
         if ok {
             for envelope in batch.envelopes { committed[envelope.room] = envelope.seq }
         } else {
-            for (room, seq) in batch.previousSeqs { seqs[room] = seq }
-            for key in batch.dedupAdded { dedup.forget(key) }
+            // Batches are sequenced one at a time after the previous one was delivered, so
+            // `committed` is exactly where this batch's counters started.
+            for envelope in batch.envelopes {
+                seqs[envelope.room] = committed[envelope.room]
+                if let clientID = envelope.clientID {
+                    dedup.forget(DedupCache.Key(room: envelope.room, user: envelope.from.user, clientID: clientID))
+                }
+            }
         }
         let failure = SwitchboardError(.storageUnavailable, "the message could not be stored; it was not delivered")
         for effect in batch.effects {

@@ -115,3 +115,47 @@ func waitFor(seconds: Double, _ condition: () -> Bool) async -> Bool {
     }
     return true
 }
+
+/// What one windowed publisher saw.
+struct PublisherTally {
+    var acked = 0
+    var failed = 0
+    /// Chat envelopes delivered back to the publisher's own session.
+    var seen = 0
+}
+
+/// Publishes `share` drafts from `session`, keeping at most `window` unacknowledged,
+/// draining acks as they come; gives up at `deadline` (monotonic ns) if stuck.
+func publishWindowed(
+    bus: LocalBus, session: SessionHandle, share: Int, window: Int, deadline: UInt64, wakeup: Wakeup,
+    draft: (Int) -> EnvelopeDraft
+) -> PublisherTally {
+    var tally = PublisherTally()
+    var sent = 0
+    while tally.acked < share {
+        while sent < share, sent - tally.acked < window {
+            do {
+                try bus.publish(draft(sent), from: session)
+            } catch {
+                tally.failed += 1
+                tally.acked += 1
+            }
+            sent += 1
+        }
+        let events = session.takeEvents()
+        if events.isEmpty {
+            if monoNanos() > deadline { break }  // stuck: report what was acked
+            wakeup.wait(microseconds: 2000)
+            continue
+        }
+        for event in events {
+            switch event {
+            case .ack: tally.acked += 1
+            case .failed: tally.failed += 1; tally.acked += 1
+            case .envelope(let envelope) where envelope.kind == .chat: tally.seen += 1
+            default: break
+            }
+        }
+    }
+    return tally
+}

@@ -145,35 +145,12 @@ struct FanoutCommand: AsyncParsableCommand {
             let offset = p * rooms / publishers
             publisherThreads.append(BenchThread(name: "publisher-\(p)") {
                 while !counters.started.load(ordering: .acquiring) { start.wait(microseconds: 1000) }
-                var sent = 0, acked = 0, failed = 0, seen = 0
-                while acked < share {
-                    while sent < share, sent - acked < window {
-                        do {
-                            try busRef.publish(drafts[(sent + offset) % drafts.count], from: session)
-                        } catch {
-                            failed += 1
-                            acked += 1
-                        }
-                        sent += 1
-                    }
-                    let events = session.takeEvents()
-                    if events.isEmpty {
-                        if monoNanos() > deadline { break }  // stuck: report what was acked
-                        wakeup.wait(microseconds: 2000)
-                        continue
-                    }
-                    for event in events {
-                        switch event {
-                        case .ack: acked += 1
-                        case .failed: failed += 1; acked += 1
-                        case .envelope(let envelope) where envelope.kind == .chat: seen += 1
-                        default: break
-                        }
-                    }
-                }
-                counters.acks.wrappingAdd(acked - failed, ordering: .relaxed)
-                counters.failures.wrappingAdd(failed, ordering: .relaxed)
-                counters.publisherDeliveries.wrappingAdd(seen, ordering: .relaxed)
+                let tally = publishWindowed(
+                    bus: busRef, session: session, share: share, window: window, deadline: deadline, wakeup: wakeup
+                ) { drafts[($0 + offset) % drafts.count] }
+                counters.acks.wrappingAdd(tally.acked - tally.failed, ordering: .relaxed)
+                counters.failures.wrappingAdd(tally.failed, ordering: .relaxed)
+                counters.publisherDeliveries.wrappingAdd(tally.seen, ordering: .relaxed)
                 counters.ackedAt.atomicMax(monoNanos())
             })
         }

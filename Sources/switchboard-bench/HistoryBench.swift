@@ -135,30 +135,15 @@ struct HistoryCommand: AsyncParsableCommand {
             let draft = EnvelopeDraft(room: rooms[p], from: session.sender, body: body)
             threads.append(BenchThread(name: "flood-\(p)") {
                 while !counters.started.load(ordering: .acquiring) { gate.wait(microseconds: 1000) }
-                var sent = 0, acked = 0, failed = 0
-                while acked < share {
-                    while sent < share, sent - acked < window {
-                        var next = draft
-                        if withClientIDs { next.clientID = "c\(p)-\(sent)" }
-                        do { try busRef.publish(next, from: session) } catch { failed += 1; acked += 1 }
-                        sent += 1
-                    }
-                    let events = session.takeEvents()
-                    if events.isEmpty {
-                        if monoNanos() > deadline { break }  // stuck: report what was acked
-                        wakeup.wait(microseconds: 2000)
-                        continue
-                    }
-                    for event in events {
-                        switch event {
-                        case .ack: acked += 1
-                        case .failed: failed += 1; acked += 1
-                        default: break
-                        }
-                    }
+                let tally = publishWindowed(
+                    bus: busRef, session: session, share: share, window: window, deadline: deadline, wakeup: wakeup
+                ) { sent in
+                    var next = draft
+                    if withClientIDs { next.clientID = "c\(p)-\(sent)" }
+                    return next
                 }
-                counters.acks.wrappingAdd(acked - failed, ordering: .relaxed)
-                counters.failures.wrappingAdd(failed, ordering: .relaxed)
+                counters.acks.wrappingAdd(tally.acked - tally.failed, ordering: .relaxed)
+                counters.failures.wrappingAdd(tally.failed, ordering: .relaxed)
                 counters.ackedAt.atomicMax(monoNanos())
             })
         }
