@@ -26,6 +26,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-websocket.git", from: "2.8.1"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // MARK: Core: envelope, bus, sessions, listener registry, config. No network, no SQL.
@@ -71,6 +74,21 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // MARK: WebSocket + REST + /metrics + /healthz + the web page, on Hummingbird.
+        .target(
+            name: "WebSocketListener",
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            resources: [.copy("Public")],
+            swiftSettings: swiftSettings
+        ),
         // MARK: Helpers shared by the test targets (binary runner, free ports, line client).
         .target(
             name: "SwitchboardTesting",
@@ -85,8 +103,10 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardStore", "LineListener",
+                "SwitchboardCore", "SwitchboardStore", "LineListener", "WebSocketListener",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -121,6 +141,11 @@ let package = Package(
         .testTarget(
             name: "LineWireTests",
             dependencies: ["LineWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "WebSocketListenerTests",
+            dependencies: ["SwitchboardCore", "WebSocketListener"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

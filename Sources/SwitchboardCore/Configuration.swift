@@ -85,7 +85,17 @@ public struct ConfigSchema: Sendable {
         ("accounts", [
             Key("pbkdf2_iterations", .int(StoredCredentials.minimumIterations...10_000_000), .int(100_000)),
         ]),
-        ("websocket", listenerKeys(port: 8080, enabled: false)),
+        ("websocket", listenerKeys(port: 8080, enabled: true) + [
+            Key("max_connections", .int(1...1_000_000), .int(20_000)),
+            Key("max_message_bytes", .int(1024...16_777_216), .int(65_536)),
+            Key("max_frame_bytes", .int(1024...67_108_864), .int(1_048_576)),
+            Key("idle_timeout_seconds", .int(1...86_400), .int(300)),
+            Key("ping_interval_seconds", .int(0...86_400), .int(30)),
+            Key("rate_per_second", .int(1...1_000_000), .int(50)),
+            Key("rate_burst", .int(1...1_000_000), .int(100)),
+            Key("token_ttl_seconds", .int(60...31_536_000), .int(86_400)),
+            Key("token_secret", .string(nonEmpty: false), .string("")),
+        ]),
         ("line", listenerKeys(port: 7777, enabled: true) + [
             Key("max_line_bytes", .int(256...1_048_576), .int(16_384)),
             Key("max_connections", .int(1...1_000_000), .int(1000)),

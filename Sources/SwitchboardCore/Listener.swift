@@ -1,5 +1,37 @@
 import Logging
 import ServiceLifecycle
+import Synchronization
+
+/// What `/healthz` asks: is storage usable, is every enabled listener serving?
+///
+/// Parts register a probe under a name (`storage`, or a listener section);
+/// the registry binds one for every listener it starts.
+public final class HealthRegistry: Sendable {
+    /// One probe's answer.
+    public struct Status: Sendable, Equatable {
+        public var name: String
+        public var isListener: Bool
+        public var up: Bool
+    }
+
+    private let probes = Mutex<[(name: String, isListener: Bool, probe: @Sendable () -> Bool)]>([])
+
+    public init() {}
+
+    /// Adds (or replaces) the probe called `name`.
+    public func register(_ name: String, isListener: Bool, probe: @escaping @Sendable () -> Bool) {
+        probes.withLock { list in
+            list.removeAll { $0.name == name }
+            list.append((name, isListener, probe))
+        }
+    }
+
+    /// Runs every probe, in registration order.
+    public func check() -> [Status] {
+        let list = probes.withLock { $0 }
+        return list.map { Status(name: $0.name, isListener: $0.isListener, up: $0.probe()) }
+    }
+}
 
 /// What the registry hands a listener when it binds it.
 public struct ListenerContext: Sendable {
@@ -17,10 +49,15 @@ public struct ListenerContext: Sendable {
     public var authenticator: PasswordAuthenticator
     /// A logger labelled for the listener.
     public var logger: Logger
+    /// Readiness of storage and of every listener (`/healthz`).
+    public var health: HealthRegistry
+    /// The metrics in Prometheus text format (`/metrics`), when the process exports them.
+    public var metricsExposition: (@Sendable () -> [UInt8])?
 
     public init(
         section: String, configuration: SwitchboardConfiguration, bus: any MessageBus, accounts: any AccountStore,
-        rooms: any RoomStore, authenticator: PasswordAuthenticator, logger: Logger
+        rooms: any RoomStore, authenticator: PasswordAuthenticator, logger: Logger,
+        health: HealthRegistry = HealthRegistry(), metricsExposition: (@Sendable () -> [UInt8])? = nil
     ) {
         self.section = section
         self.configuration = configuration
@@ -29,6 +66,8 @@ public struct ListenerContext: Sendable {
         self.rooms = rooms
         self.authenticator = authenticator
         self.logger = logger
+        self.health = health
+        self.metricsExposition = metricsExposition
     }
 }
 
@@ -85,7 +124,10 @@ public struct ListenerRegistry: Sendable {
         for section in Self.listenerSections where configuration.bool(section, "enabled") {
             guard let descriptor = descriptors.first(where: { $0.section == section }) else { continue }
             do {
-                services.append(try descriptor.makeService(makeContext(section)))
+                let context = makeContext(section)
+                let service = try descriptor.makeService(context)
+                context.health.register(section, isListener: true) { service.isReady }
+                services.append(service)
             } catch {
                 problems.append("\(section): \(error)")
             }

@@ -32,6 +32,15 @@ public protocol RoomStore: Sendable {
     func deleteRoom(_ room: RoomName) async throws -> Bool
     /// Every group room (not `dm.*` nor `calls.*`), by name.
     func listRooms() async throws -> [RoomInfo]
+    /// One room (of any scope), or nil when it does not exist.
+    func roomInfo(_ room: RoomName) async throws -> RoomInfo?
+}
+
+extension RoomStore {
+    /// Looks the room up in ``listRooms()``; stores override it with a direct query.
+    public func roomInfo(_ room: RoomName) async throws -> RoomInfo? {
+        try await listRooms().first { $0.name == room }
+    }
 }
 
 /// A room as listed by `ROOMS`, `room list` and REST.

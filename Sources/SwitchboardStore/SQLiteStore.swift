@@ -147,6 +147,18 @@ extension SQLiteStore {
         return deleted
     }
 
+    /// One room of any scope, or nil.
+    public func roomInfo(_ room: RoomName) async throws -> RoomInfo? {
+        let name = room.rawValue
+        return try await pool.read { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT r.name, \(Self.lastSeqSQL), r.created_at FROM rooms r WHERE r.name = ?",
+                                             arguments: [name])
+            else { return nil }
+            let lastSeq = try RowDecoder.unsigned(row, 1, column: "rooms.last_seq", room: room)
+            return RoomInfo(name: room, lastSeq: lastSeq, createdAt: try row.decode(Int64.self, atIndex: 2))
+        }
+    }
+
     /// Every group room (neither `dm.*` nor `calls.*`), sorted by name.
     public func listRooms() async throws -> [RoomInfo] {
         try await pool.read { db in

@@ -2,9 +2,12 @@ import ArgumentParser
 import Foundation
 import LineListener
 import Logging
+import Metrics
+import Prometheus
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardStore
+import WebSocketListener
 
 /// The `switchboard` command line.
 @main
@@ -60,8 +63,13 @@ func openStore(_ config: SwitchboardConfiguration) throws -> SQLiteStore {
     }
 }
 
+extension RoomName {
+    /// The name `/healthz` looks up to see that the database answers.
+    static let healthProbe = RoomName("healthz")!
+}
+
 /// Every listener compiled into this binary.
-let registry = ListenerRegistry([LineListener.descriptor])
+let registry = ListenerRegistry([LineListener.descriptor, WebSocketListener.descriptor])
 
 // MARK: serve
 
@@ -81,7 +89,12 @@ struct Serve: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "switchboard")
+        // Every metric goes to one Prometheus registry, exported at /metrics.
+        let prometheus = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: prometheus))
         let store = try openStore(configuration)
+        let health = HealthRegistry()
+        health.register("storage", isListener: false) { (try? store.roomExists(RoomName.healthProbe)) != nil }
         let syncInterval = configuration.int("history", "wal_sync_interval_ms")
         let walSyncer = syncInterval > 0 ? WALSyncer(store: store, interval: .milliseconds(syncInterval)) : nil
         defer { walSyncer?.stop() }
@@ -98,7 +111,12 @@ struct Serve: AsyncParsableCommand {
             listeners = try registry.services(configuration: configuration) { section in
                 ListenerContext(
                     section: section, configuration: configuration, bus: bus, accounts: store, rooms: store,
-                    authenticator: authenticator, logger: Logger(label: "switchboard.\(section)"))
+                    authenticator: authenticator, logger: Logger(label: "switchboard.\(section)"),
+                    health: health, metricsExposition: {
+                        var buffer: [UInt8] = []
+                        prometheus.emit(into: &buffer)
+                        return buffer
+                    })
             }
         } catch {
             throw CommandError("invalid configuration:\n" + error.problems.map { "  " + $0 }.joined(separator: "\n"))

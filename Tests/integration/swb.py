@@ -127,8 +127,11 @@ class Server:
             "server": {"data_dir": str(self.data_dir)},
             "line": {"enabled": True, "bind": "127.0.0.1", "port": self.port},
         })
-        # Every other listener off (and on a free port should it be on anyway).
-        for section in ("websocket", "xmpp", "sip", "mqtt"):
+        # WebSocket (+ REST, /healthz, /metrics, the page) on a free port; the
+        # listeners of later issues off (and on a free port should they be on anyway).
+        self.ws_port = free_port()
+        base = merge_config(base, {"websocket": {"enabled": True, "bind": "127.0.0.1", "port": self.ws_port}})
+        for section in ("xmpp", "sip", "mqtt"):
             if section in base:
                 base[section]["enabled"] = False
                 if section != "mqtt" and "port" in base[section]:
@@ -136,6 +139,12 @@ class Server:
         self.config = merge_config(base, overrides)
         if "line" in (overrides or {}) and "port" in overrides["line"]:
             self.port = int(overrides["line"]["port"])
+        if "websocket" in (overrides or {}) and "port" in overrides["websocket"]:
+            self.ws_port = int(overrides["websocket"]["port"])
+        self.ws_enabled = bool(self.config.get("websocket", {}).get("enabled"))
+        #: Base URLs of the WebSocket listener: http://127.0.0.1:<port> and ws://127.0.0.1:<port>/ws.
+        self.http_url = f"http://127.0.0.1:{self.ws_port}"
+        self.ws_url = f"ws://127.0.0.1:{self.ws_port}/ws"
         self.config_path = tmp / "switchboard.toml"
         self.config_path.write_text(dump_toml(self.config))
         self.env = clean_env(env)
@@ -181,6 +190,10 @@ class Server:
                 raise AssertionError(f"switchboard serve exited with {rc} before listening:\n{self.log_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                    pass
+                if not self.ws_enabled:
+                    return
+                with socket.create_connection(("127.0.0.1", self.ws_port), timeout=1.0):
                     return
             except OSError:
                 pass

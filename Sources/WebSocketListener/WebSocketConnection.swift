@@ -1,0 +1,471 @@
+import DequeModule
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import Synchronization
+import SwitchboardCore
+
+/// What every connection of one listener shares.
+struct WebSocketShared: Sendable {
+    var bus: any MessageBus
+    var authenticator: PasswordAuthenticator
+    var accounts: any AccountStore
+    var tokens: BearerTokens
+    var settings: WebSocketSettings
+    var connections: ConnectionRegistry
+    var logger: Logger
+    var clock: @Sendable () -> Int64
+}
+
+/// One `/ws` connection: a reader task runs the client's frames against the
+/// bus, a writer task sends replies and the session's outbox, in order.
+///
+/// The two tasks meet in `state`: the reader queues replies there, the bus's
+/// sink signals new outbox events there, and whoever wants the connection
+/// closed leaves the reason there. Only the writer writes to the socket.
+final class WebSocketConnection: Sendable {
+    let id: UInt64
+    private let shared: WebSocketShared
+    private let outbound: WebSocketOutboundWriter
+    private let state = Mutex(State())
+    /// Uptime (ns) of the last frame from the client, for the idle timeout.
+    private let lastInput: Atomic<UInt64>
+    private let logger: Logger
+
+    private struct State {
+        var session: SessionHandle?
+        var replies: Deque<[UInt8]> = []
+        var close: (error: SwitchboardError, code: WebSocketErrorCode)?
+        var signaled = false
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    static let maxAuthFailures = 3
+
+    init(id: UInt64, shared: WebSocketShared, outbound: WebSocketOutboundWriter, logger: Logger) {
+        self.id = id
+        self.shared = shared
+        self.outbound = outbound
+        self.lastInput = Atomic(NIODeadline.now().uptimeNanoseconds)
+        self.logger = logger
+    }
+
+    var session: SessionHandle? { state.withLock { $0.session } }
+
+    // MARK: Lifecycle
+
+    /// Serves the connection until the client leaves or the server closes it.
+    func run(inbound: WebSocketInboundStream) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.readLoop(inbound) }
+            group.addTask { await self.writeLoop() }
+            group.addTask { await self.idleWatch() }
+            _ = await group.next()
+            group.cancelAll()
+        }
+        let session = state.withLock { state in
+            let session = state.session
+            state.session = nil
+            return session
+        }
+        if let session { shared.bus.closeSession(session) }
+        logger.debug("websocket connection closed")
+    }
+
+    /// Asks the writer to send `error` and close with `code`; the first reason wins.
+    func requestClose(_ error: SwitchboardError, code: WebSocketErrorCode) {
+        let first = state.withLock { state in
+            guard state.close == nil else { return false }
+            state.close = (error, code)
+            return true
+        }
+        if first { signal() }
+    }
+
+    /// Wakes the writer (new replies, outbox events, or a close request).
+    func signal() {
+        let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
+            if let waiter = state.waiter {
+                state.waiter = nil
+                return waiter
+            }
+            state.signaled = true
+            return nil
+        }
+        waiter?.resume()
+    }
+
+    private func waitForSignal() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let resumeNow = state.withLock { state in
+                    if state.signaled || Task.isCancelled {
+                        state.signaled = false
+                        return true
+                    }
+                    state.waiter = continuation
+                    return false
+                }
+                if resumeNow { continuation.resume() }
+            }
+        } onCancel: {
+            signal()
+        }
+    }
+
+    private func reply(_ frame: [UInt8]) {
+        state.withLock { $0.replies.append(frame) }
+        signal()
+    }
+
+    private func replyError(_ error: SwitchboardError, request: String?, room: String? = nil, clientID: String? = nil) {
+        SwitchboardMetrics.reject(.ws, reason: error.code)
+        reply(ServerFrame.error(error, request: request, room: room, clientID: clientID))
+    }
+
+    // MARK: Reading
+
+    private func readLoop(_ inbound: WebSocketInboundStream) async {
+        var limiter = TokenBucket(rate: shared.settings.ratePerSecond, burst: shared.settings.rateBurst)
+        var strikes = 0
+        var authFailures = 0
+        var message = ByteBuffer()
+        var messageOpcode: WebSocketDataFrame.Opcode = .text
+        var oversize = false
+        do {
+            for try await frame in inbound {
+                lastInput.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
+                switch frame.opcode {
+                case .text, .binary:
+                    messageOpcode = frame.opcode
+                    message.clear()
+                    oversize = false
+                case .continuation:
+                    break
+                }
+                var data = frame.data
+                if !oversize {
+                    if message.readableBytes + data.readableBytes > shared.settings.maxMessageBytes {
+                        oversize = true
+                        message.clear()
+                    } else {
+                        message.writeBuffer(&data)
+                    }
+                }
+                guard frame.fin else { continue }
+
+                guard limiter.take(nowNanos: NIODeadline.now().uptimeNanoseconds) else {
+                    strikes += 1
+                    if strikes > shared.settings.rateBurst {
+                        SwitchboardMetrics.reject(.ws, reason: .flood)
+                        requestClose(SwitchboardError(.flood, "too many frames too fast; closing the connection"),
+                                     code: .policyViolation)
+                        return
+                    }
+                    replyError(SwitchboardError(.rateLimited, "more than \(shared.settings.ratePerSecond) frames per second; frame ignored"),
+                               request: nil)
+                    continue
+                }
+                strikes = 0
+                if oversize {
+                    replyError(SwitchboardError(.messageTooLarge, "message exceeds \(shared.settings.maxMessageBytes) bytes and was ignored"),
+                               request: nil)
+                    continue
+                }
+                if messageOpcode == .binary {
+                    replyError(SwitchboardError(.binaryNotSupported, "binary frames are not supported; send JSON text frames"),
+                               request: nil)
+                    continue
+                }
+                switch ClientFrame.decode(message) {
+                case .failure(let error):
+                    replyError(error, request: nil)
+                case .success(let request):
+                    if await handle(request, authFailures: &authFailures) == .stop { return }
+                }
+            }
+        } catch {
+            logger.debug("websocket read ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private enum Outcome { case next, stop }
+
+    private func handle(_ frame: ClientFrame, authFailures: inout Int) async -> Outcome {
+        switch frame.op {
+        case "ping":
+            reply(ServerFrame.pong)
+            return .next
+        case "auth":
+            return await authenticate(frame, failures: &authFailures)
+        default:
+            break
+        }
+        guard let session else {
+            if ["join", "leave", "send", "history", "typing", "occupants"].contains(frame.op) {
+                replyError(SwitchboardError(.authRequired, "authenticate first: {\"op\":\"auth\",…}"), request: frame.op)
+            } else {
+                replyError(SwitchboardError(.unknownOp, "unknown op '\(frame.op)'"), request: frame.op)
+            }
+            return .next
+        }
+        do throws(SwitchboardError) {
+            switch frame.op {
+            case "join":
+                let room = try Self.room(frame.room)
+                let since = try Self.sequence(frame.since, field: "since")
+                try shared.bus.join(session, room: room, since: since)
+            case "leave":
+                try shared.bus.leave(session, room: try Self.room(frame.room))
+            case "send":
+                try await send(frame, session: session)
+            case "history":
+                let room = try Self.room(frame.room)
+                let before = try Self.sequence(frame.before, field: "before")
+                let limit = try Self.limit(frame.limit)
+                let envelopes = try await shared.bus.history(of: room, reader: session.user, before: before, after: nil, limit: limit)
+                reply(ServerFrame.history(room, envelopes))
+            case "occupants":
+                let room = try Self.room(frame.room)
+                try AccessRules.canRead(room, user: session.user)
+                reply(ServerFrame.occupants(room, shared.bus.occupants(of: room)))
+            case "typing":
+                try shared.bus.typing(session, room: try Self.room(frame.room))
+            default:
+                throw SwitchboardError(.unknownOp, "unknown op '\(frame.op)'")
+            }
+        } catch {
+            replyError(error, request: frame.op, room: frame.room, clientID: frame.op == "send" ? frame.clientID : nil)
+        }
+        return .next
+    }
+
+    private func authenticate(_ frame: ClientFrame, failures: inout Int) async -> Outcome {
+        if let session {
+            replyError(SwitchboardError(.alreadyAuthenticated, "this connection is already authenticated as \(session.user)"),
+                       request: "auth")
+            return .next
+        }
+        var user: UserName?
+        var failure = SwitchboardError(.authFailed, "invalid user or password")
+        if let token = frame.token {
+            do {
+                user = try shared.tokens.verify(token, nowMillis: shared.clock())
+            } catch {
+                failure = SwitchboardError(.authFailed, error == .expired ? "the token has expired" : "the token is not valid")
+            }
+        } else if let name = frame.user, let password = frame.password {
+            user = await shared.authenticator.authenticate(user: name, password: password)
+        } else {
+            replyError(SwitchboardError(.badRequest, "auth needs 'user' and 'password', or 'token'"), request: "auth")
+            return .next
+        }
+        guard let user else {
+            failures += 1
+            logger.info("websocket auth failed", metadata: ["failures": "\(failures)"])
+            if failures >= Self.maxAuthFailures {
+                SwitchboardMetrics.reject(.ws, reason: .authFailed)
+                requestClose(SwitchboardError(.authFailed, "\(failure.message); too many failures, closing"), code: .policyViolation)
+                return .stop
+            }
+            replyError(failure, request: "auth")
+            return .next
+        }
+        let session = shared.bus.openSession(user: user, display: nil, via: .ws, sink: WebSocketSessionSink(connection: self))
+        let closing = state.withLock { state in
+            state.session = session
+            return state.close != nil
+        }
+        if closing { shared.bus.closeSession(session) }
+        logger.info("websocket session authenticated", metadata: ["user": "\(user)"])
+        reply(ServerFrame.authenticated(user))
+        return .next
+    }
+
+    private static let sendableKinds: Set<EnvelopeKind> = [.chat, .receipt, .reaction, .edit, .retract]
+
+    private func send(_ frame: ClientFrame, session: SessionHandle) async throws(SwitchboardError) {
+        guard let body = frame.body else { throw SwitchboardError(.badRequest, "send needs a 'body'") }
+        let kind = try Self.kind(frame.kind)
+        let room: RoomName
+        switch (frame.room, frame.to) {
+        case (let name?, nil):
+            room = try Self.room(name)
+        case (nil, let name?):
+            guard let user = UserName(name) else { throw SwitchboardError(.invalidUser, "'\(name)' is not a valid user name") }
+            guard (try? await shared.accounts.credentials(for: user)) != nil else {
+                throw SwitchboardError(.noSuchUser, "no user named \(user)")
+            }
+            room = .direct(session.user, user)
+        default:
+            throw SwitchboardError(.badRequest, "send needs exactly one of 'room' or 'to'")
+        }
+        let draft = EnvelopeDraft(room: room, from: session.sender, kind: kind, body: body,
+                                  attrs: frame.attrs ?? [:], clientID: frame.clientID)
+        try shared.bus.publish(draft, from: session)
+    }
+
+    // MARK: Field checks
+
+    static func room(_ name: String?) throws(SwitchboardError) -> RoomName {
+        guard let name else { throw SwitchboardError(.badRequest, "missing field 'room'") }
+        guard let room = RoomName(name) else {
+            throw SwitchboardError(.invalidRoom, "'\(name)' is not a valid room name (1–64 of a-z 0-9 . _ -)")
+        }
+        if case .invalidReserved = room.scope {
+            throw SwitchboardError(.invalidRoom, "room names starting with dm. or calls. are reserved")
+        }
+        return room
+    }
+
+    static func sequence(_ value: Int64?, field: String) throws(SwitchboardError) -> UInt64? {
+        guard let value else { return nil }
+        guard value >= 0 else { throw SwitchboardError(.badRequest, "'\(field)' must be a seq (0 or more)") }
+        return UInt64(value)
+    }
+
+    static func limit(_ value: Int64?) throws(SwitchboardError) -> Int {
+        guard let value else { return WebSocketSettings.defaultHistoryLimit }
+        guard (1...Int64(WebSocketSettings.maxHistoryLimit)).contains(value) else {
+            throw SwitchboardError(.badRequest, "'limit' must be 1–\(WebSocketSettings.maxHistoryLimit)")
+        }
+        return Int(value)
+    }
+
+    static func kind(_ name: String?) throws(SwitchboardError) -> EnvelopeKind {
+        guard let name else { return .chat }
+        guard let kind = EnvelopeKind(rawValue: name), sendableKinds.contains(kind) else {
+            throw SwitchboardError(.invalidKind, "kind must be one of chat, receipt, reaction, edit, retract")
+        }
+        return kind
+    }
+
+    // MARK: Writing
+
+    private func writeLoop() async {
+        var events: Deque<SessionEvent> = []
+        do {
+            while !Task.isCancelled {
+                await waitForSignal()
+                let (replies, close, session) = state.withLock { state in
+                    let replies = state.replies
+                    state.replies.removeAll()
+                    return (replies, state.close, state.session)
+                }
+                for frame in replies { try await write(frame) }
+                if let session, close == nil {
+                    session.takeEvents(into: &events)
+                    for event in events { try await write(event) }
+                    events.removeAll(keepingCapacity: true)
+                }
+                if let (error, code) = close {
+                    if error.code == .slowConsumer { logger.warning("websocket session dropped as a slow consumer") }
+                    try await write(ServerFrame.error(error))
+                    try await outbound.close(code, reason: error.code.rawValue)
+                    return
+                }
+            }
+        } catch {
+            logger.debug("websocket write ended", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private func write(_ bytes: [UInt8]) async throws {
+        let buffer = ByteBuffer(bytes: bytes)
+        try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
+    }
+
+    private func write(_ event: SessionEvent) async throws {
+        switch event {
+        case .envelope(let envelope):
+            try await write(ServerFrame.envelope(envelope))
+        case .ack(let ack):
+            try await write(ServerFrame.ack(ack))
+        case .failed(let error, let room, let clientID):
+            SwitchboardMetrics.reject(.ws, reason: error.code)
+            try await write(ServerFrame.error(error, room: room?.rawValue, clientID: clientID))
+        case .joined(let room, let seq, let since):
+            if let since, since < seq, let session {
+                try await replay(room: room, after: since, through: seq, reader: session.user)
+            }
+            try await write(ServerFrame.joined(room, seq: seq))
+            try await write(ServerFrame.occupants(room, shared.bus.occupants(of: room)))
+        case .left(let room):
+            try await write(ServerFrame.left(room))
+        }
+    }
+
+    /// Writes `(after, through]` of `room` from history, page by page.
+    private func replay(room: RoomName, after: UInt64, through seq: UInt64, reader: UserName) async throws {
+        var cursor = after
+        while cursor < seq {
+            let page: [Envelope]
+            do {
+                page = try await shared.bus.history(of: room, reader: reader, before: seq + 1, after: cursor, limit: 500)
+            } catch {
+                try await write(ServerFrame.error(error, request: "join", room: room.rawValue))
+                return
+            }
+            guard let last = page.last else { return }
+            for envelope in page { try await write(ServerFrame.envelope(envelope)) }
+            cursor = last.seq
+        }
+    }
+
+    // MARK: Idle timeout
+
+    private func idleWatch() async {
+        let timeout = UInt64(shared.settings.idleTimeoutSeconds) * 1_000_000_000
+        while !Task.isCancelled {
+            let deadline = lastInput.load(ordering: .relaxed) + timeout
+            let now = NIODeadline.now().uptimeNanoseconds
+            if now >= deadline {
+                SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
+                requestClose(SwitchboardError(.idleTimeout, "no frame for \(shared.settings.idleTimeoutSeconds) seconds"),
+                             code: .normalClosure)
+                // Stay in the group until the writer finished the goodbye.
+                try? await Task.sleep(for: .seconds(3600))
+                return
+            }
+            try? await Task.sleep(for: .nanoseconds(deadline - now))
+        }
+    }
+}
+
+/// Connects a WebSocket session's outbox to its connection's writer.
+final class WebSocketSessionSink: SessionSink {
+    private weak let connection: WebSocketConnection?
+
+    init(connection: WebSocketConnection) {
+        self.connection = connection
+    }
+
+    func outboxReady() {
+        connection?.signal()
+    }
+
+    func closeRequested(_ reason: SwitchboardError) {
+        connection?.requestClose(reason, code: reason.code == .shuttingDown ? .goingAway : .policyViolation)
+    }
+}
+
+/// The open connections: for `max_connections` and for saying goodbye on shutdown.
+final class ConnectionRegistry: Sendable {
+    private let connections = Mutex<[UInt64: WebSocketConnection]>([:])
+    private let nextID = Atomic<UInt64>(1)
+
+    func makeID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
+
+    var count: Int { connections.withLock { $0.count } }
+
+    func add(_ connection: WebSocketConnection) {
+        connections.withLock { $0[connection.id] = connection }
+    }
+
+    func remove(_ connection: WebSocketConnection) {
+        _ = connections.withLock { $0.removeValue(forKey: connection.id) }
+    }
+
+    var all: [WebSocketConnection] { connections.withLock { Array($0.values) } }
+}

@@ -1,0 +1,128 @@
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOWebSocket
+import ServiceLifecycle
+import Synchronization
+import SwitchboardCore
+
+/// The WebSocket listener (`[websocket]`): `/ws`, the REST API under
+/// `/api/v1`, `/healthz`, `/metrics` and the web page, on one Hummingbird server.
+public enum WebSocketListener {
+    /// How the registry finds this listener.
+    public static let descriptor = ListenerDescriptor(section: "websocket", via: .ws) { context in
+        try WebSocketListenerService(context: context)
+    }
+}
+
+/// Runs the Hummingbird application. On graceful shutdown it refuses new
+/// connections, sends every connection `shutting_down` with close 1001, waits
+/// up to `server.shutdown_grace_seconds` for them to go, then stops the server.
+final class WebSocketListenerService: ListenerService {
+    private let context: ListenerContext
+    private let settings: WebSocketSettings
+    private let shared: WebSocketShared
+    private let ready = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
+
+    init(context: ListenerContext) throws {
+        self.context = context
+        let settings = WebSocketSettings(context.configuration)
+        self.settings = settings
+        let secret = try BearerTokens.loadSecret(configured: settings.tokenSecret, dataDir: settings.dataDir)
+        self.shared = WebSocketShared(
+            bus: context.bus, authenticator: context.authenticator, accounts: context.accounts,
+            tokens: BearerTokens(secret: secret, ttlSeconds: settings.tokenTTLSeconds), settings: settings,
+            connections: ConnectionRegistry(), logger: context.logger,
+            clock: LocalBus.Configuration().clock)
+    }
+
+    var isReady: Bool { ready.load(ordering: .relaxed) }
+
+    func run() async throws {
+        let logger = context.logger
+        // Hummingbird runs in its own service group, detached from the process's
+        // graceful shutdown: this service decides how connections say goodbye
+        // before the server stops.
+        let server = ServiceGroup(configuration: .init(services: [makeApplication()], logger: logger))
+        let serverTask = Task.detached { try await server.run() }
+        try await withTaskCancellationHandler {
+            try await withGracefulShutdownHandler {
+                try await serverTask.value
+            } onGracefulShutdown: {
+                Task { await self.shutDown(server: server) }
+            }
+        } onCancel: {
+            serverTask.cancel()
+        }
+        logger.info("websocket listener stopped")
+    }
+
+    private func shutDown(server: ServiceGroup) async {
+        ready.store(false, ordering: .relaxed)
+        stopping.store(true, ordering: .relaxed)
+        let connections = shared.connections.all
+        context.logger.info("websocket listener stopping", metadata: ["connections": "\(connections.count)"])
+        for connection in connections {
+            connection.requestClose(SwitchboardError(.shuttingDown, "server is shutting down"), code: .goingAway)
+        }
+        let deadline = ContinuousClock.now + .seconds(settings.shutdownGraceSeconds)
+        while shared.connections.count > 0 && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        await server.triggerGracefulShutdown()
+    }
+
+    private func makeApplication() -> some ApplicationProtocol {
+        let router = Router()
+        router.middlewares.add(JSONErrorMiddleware())
+        let shared = self.shared
+        let settings = self.settings
+        let api = RESTAPI(shared: shared, rooms: context.rooms, health: context.health,
+                          metricsExposition: context.metricsExposition)
+        api.register(on: router)
+        router.get("ws") { _, _ -> Response in
+            if shared.connections.count >= settings.maxConnections {
+                throw APIError(.serviceUnavailable, .tooManyConnections, "the server has \(settings.maxConnections) connections; try later")
+            }
+            throw APIError(.upgradeRequired, "upgrade_required", "/ws speaks WebSocket: send an Upgrade request")
+        }
+        let page = WebPage.load()
+        if page.isEmpty { context.logger.warning("web page resources not found; / answers 404") }
+        page.register(on: router)
+
+        let logger = context.logger
+        let configuration = WebSocketServerConfiguration(
+            maxFrameSize: settings.maxFrameBytes,
+            autoPing: settings.pingIntervalSeconds > 0 ? .enabled(timePeriod: .seconds(settings.pingIntervalSeconds)) : .disabled,
+            closeTimeout: .seconds(5),
+            validateUTF8: true)
+        return Application(
+            router: router,
+            server: .http1WebSocketUpgrade(configuration: .init(ws: configuration)) { head, channel, _ in
+                guard head.method == .get, head.path?.split(separator: "?").first == "/ws",
+                      !self.stopping.load(ordering: .relaxed), shared.connections.count < settings.maxConnections
+                else { return .dontUpgrade }
+                SwitchboardMetrics.connectionAccepted(.ws)
+                var peerLogger = logger
+                peerLogger[metadataKey: "peer"] = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
+                let connectionLogger = peerLogger
+                return .upgrade([:]) { inbound, outbound, _ in
+                    let connection = WebSocketConnection(
+                        id: shared.connections.makeID(), shared: shared, outbound: outbound, logger: connectionLogger)
+                    shared.connections.add(connection)
+                    defer { shared.connections.remove(connection) }
+                    await connection.run(inbound: inbound)
+                }
+            },
+            configuration: ApplicationConfiguration(
+                address: .hostname(settings.bind, port: settings.port), serverName: "switchboard", backlog: 1024,
+                reuseAddress: true),
+            onServerRunning: { _ in
+                self.ready.store(true, ordering: .relaxed)
+                logger.info("websocket listener ready", metadata: ["address": "\(settings.bind):\(settings.port)"])
+            },
+            logger: logger)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import NIOCore
+import SwitchboardCore
+import Testing
+@testable import WebSocketListener
+
+@Suite struct ClientFrameTests {
+    func decode(_ text: String) -> Result<ClientFrame, SwitchboardError> {
+        ClientFrame.decode(ByteBuffer(string: text))
+    }
+
+    @Test func decodesASend() throws {
+        let frame = try decode(#"{"op":"send","room":"lobby","body":"hi","client_id":"c-1","attrs":{"reply_to":"x"},"extra":1}"#).get()
+        #expect(frame.op == "send")
+        #expect(frame.room == "lobby")
+        #expect(frame.body == "hi")
+        #expect(frame.clientID == "c-1")
+        #expect(frame.attrs == ["reply_to": "x"])
+    }
+
+    @Test(arguments: ["not json", "[1,2]", "\"text\"", "{", ""])
+    func nonObjectsAreInvalidJSON(_ text: String) {
+        guard case .failure(let error) = decode(text) else { Issue.record("decoded \(text)"); return }
+        #expect(error.code.rawValue == "invalid_json")
+    }
+
+    @Test(arguments: [#"{"room":"lobby"}"#, #"{"op":1}"#, #"{"op":"join","since":"x"}"#, #"{"op":"send","attrs":{"a":1}}"#])
+    func wrongFieldsAreBadRequests(_ text: String) {
+        guard case .failure(let error) = decode(text) else { Issue.record("decoded \(text)"); return }
+        #expect(error.code.rawValue == "bad_request")
+    }
+}
+
+@Suite struct ServerFrameTests {
+    func json(_ bytes: [UInt8]) throws -> [String: Any] {
+        try #require(JSONSerialization.jsonObject(with: Data(bytes)) as? [String: Any])
+    }
+
+    @Test func envelopeFrameWrapsTheCanonicalEnvelope() throws {
+        let envelope = Envelope(id: "01JD3M8Q7Z5X2W6YH9K4T1R0AB", room: RoomName("lobby")!, seq: 42, ts: 1_732_236_000_123,
+                                from: Sender(user: UserName("alice")!, via: .ws), kind: .chat, body: "he said \"hi\"\n")
+        let frame = ServerFrame.envelope(envelope)
+        #expect(frame == Array(#"{"op":"envelope","envelope":"#.utf8) + envelope.jsonBytes() + [UInt8(ascii: "}")])
+        let object = try json(frame)
+        #expect(object["op"] as? String == "envelope")
+    }
+
+    @Test func ackCarriesClientID() throws {
+        let ack = Ack(room: RoomName("lobby")!, id: "01J", seq: 7, ts: 5, clientID: "c-\"1")
+        let object = try json(ServerFrame.ack(ack))
+        #expect(object["op"] as? String == "ack")
+        #expect(object["seq"] as? Int == 7)
+        #expect(object["client_id"] as? String == "c-\"1")
+        #expect(object["room"] as? String == "lobby")
+        let without = try json(ServerFrame.ack(Ack(room: RoomName("lobby")!, id: "01J", seq: 7, ts: 5, clientID: nil)))
+        #expect(without["client_id"] == nil)
+    }
+
+    @Test func errorNamesTheRequest() throws {
+        let object = try json(ServerFrame.error(SwitchboardError(.invalidRoom, "bad"), request: "join", room: "Bad Room"))
+        #expect(object["code"] as? String == "invalid_room")
+        #expect(object["request"] as? String == "join")
+        #expect(object["room"] as? String == "Bad Room")
+    }
+
+    @Test func occupantsAndHistoryAreArrays() throws {
+        let occupants = try json(ServerFrame.occupants(RoomName("lobby")!, [Occupant(user: UserName("bob")!, via: .line)]))
+        #expect((occupants["occupants"] as? [[String: String]]) == [["user": "bob", "via": "line"]])
+        let history = try json(ServerFrame.history(RoomName("lobby")!, []))
+        #expect((history["envelopes"] as? [Any])?.isEmpty == true)
+    }
+}
