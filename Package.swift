@@ -62,10 +62,16 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
+        // MARK: What the NIO-based listeners share (event-loop wakeups).
+        .target(
+            name: "ListenerSupport",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "LineListener",
             dependencies: [
-                "SwitchboardCore", "LineWire",
+                "SwitchboardCore", "LineWire", "ListenerSupport",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -78,7 +84,10 @@ let package = Package(
         .target(
             name: "WebSocketListener",
             dependencies: [
-                "SwitchboardCore",
+                "SwitchboardCore", "ListenerSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOWebSocket", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Crypto", package: "swift-crypto"),

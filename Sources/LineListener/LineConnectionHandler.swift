@@ -1,5 +1,6 @@
 import DequeModule
 import LineWire
+import ListenerSupport
 import Logging
 import NIOCore
 import SwitchboardCore
@@ -13,7 +14,7 @@ import SwitchboardCore
 /// need an asynchronous lookup (AUTH, HISTORY, ROOMS, TELL's addressee check)
 /// hold the following lines in `held` until they finish; while lines wait, the
 /// socket is not read, so TCP pushes back on the client.
-final class LineConnectionHandler: ChannelInboundHandler {
+final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
@@ -301,6 +302,7 @@ final class LineConnectionHandler: ChannelInboundHandler {
         }
         let sink = LineSessionSink(
             eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop),
+            drainer: NIOLoopBound(self, eventLoop: context.eventLoop),
             wakeups: shared.wakeups.wakeups(for: context.eventLoop))
         session = shared.bus.openSession(user: user, display: nil, via: .line, sink: sink)
         logger[metadataKey: "user"] = "\(user)"
@@ -388,7 +390,7 @@ final class LineConnectionHandler: ChannelInboundHandler {
             } else {
                 writeAnswer(.ok(command: "SAY", details: "\(ack.seq)"))
             }
-        case .failed(let error, _, _):
+        case .failed(let error, _, _, _):
             _ = pending.popFirst()
             writeAnswer(.err(code: error.code.rawValue, message: error.message))
         case .joined(let room, let seq, let since):
@@ -553,16 +555,19 @@ extension LineConnectionHandler: Sendable {}
 final class LineSessionSink: SessionSink {
     private let eventLoop: any EventLoop
     private let handler: NIOLoopBound<LineConnectionHandler>
+    private let drainer: NIOLoopBound<any OutboxDrainer>
     private let wakeups: LoopWakeups
 
-    init(eventLoop: any EventLoop, handler: NIOLoopBound<LineConnectionHandler>, wakeups: LoopWakeups) {
+    init(eventLoop: any EventLoop, handler: NIOLoopBound<LineConnectionHandler>, drainer: NIOLoopBound<any OutboxDrainer>,
+         wakeups: LoopWakeups) {
         self.eventLoop = eventLoop
         self.handler = handler
+        self.drainer = drainer
         self.wakeups = wakeups
     }
 
     func outboxReady() {
-        wakeups.signal(handler)
+        wakeups.signal(drainer)
     }
 
     func closeRequested(_ reason: SwitchboardError) {

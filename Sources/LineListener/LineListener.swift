@@ -1,3 +1,4 @@
+import ListenerSupport
 import Logging
 import NIOCore
 import NIOPosix

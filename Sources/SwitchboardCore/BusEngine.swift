@@ -12,7 +12,7 @@ struct Batch {
         /// Answer a repeated client_id with the original ack.
         case duplicate(LocalBus.Origin, Ack)
         /// Tell the origin its request failed.
-        case fail(LocalBus.Origin, SwitchboardError, room: RoomName?, clientID: String?)
+        case fail(LocalBus.Origin, SwitchboardError, request: BusRequest, room: RoomName?, clientID: String?)
         case addMember(SessionHandle, RoomName)
         case removeMember(SessionHandle, RoomName)
         case joined(SessionHandle, RoomName, seq: UInt64, since: UInt64?)
@@ -155,11 +155,11 @@ struct BusEngine {
                 }
                 guard joinedCount < configuration.maxRoomsPerSession else {
                     batch.effects.append(.fail(.session(session), SwitchboardError(
-                        .tooManyRooms, "a session may be in at most \(configuration.maxRoomsPerSession) rooms"), room: room, clientID: nil))
+                        .tooManyRooms, "a session may be in at most \(configuration.maxRoomsPerSession) rooms"), request: .join, room: room, clientID: nil))
                     continue
                 }
                 guard roomExists(room, store: store, logger: logger) else {
-                    batch.effects.append(.fail(.session(session), SwitchboardError(.noSuchRoom, "room \(room) does not exist"), room: room, clientID: nil))
+                    batch.effects.append(.fail(.session(session), SwitchboardError(.noSuchRoom, "room \(room) does not exist"), request: .join, room: room, clientID: nil))
                     continue
                 }
                 sessionRooms[session.id]!.insert(room)
@@ -178,7 +178,7 @@ struct BusEngine {
             case .leave(let session, let room):
                 guard sessionRooms[session.id] != nil else { continue }
                 guard sessionRooms[session.id]!.remove(room) != nil else {
-                    batch.effects.append(.fail(.session(session), SwitchboardError(.notJoined, "not in room \(room)"), room: room, clientID: nil))
+                    batch.effects.append(.fail(.session(session), SwitchboardError(.notJoined, "not in room \(room)"), request: .leave, room: room, clientID: nil))
                     continue
                 }
                 leaveRoom(session, room, now: now, batch: &batch)
@@ -187,7 +187,7 @@ struct BusEngine {
             case .typing(let session, let room):
                 guard sessionRooms[session.id] != nil else { continue }
                 if case .group = room.scope, sessionRooms[session.id]?.contains(room) != true {
-                    batch.effects.append(.fail(.session(session), SwitchboardError(.notJoined, "join \(room) first"), room: room, clientID: nil))
+                    batch.effects.append(.fail(.session(session), SwitchboardError(.notJoined, "join \(room) first"), request: .typing, room: room, clientID: nil))
                     continue
                 }
                 let envelope = Envelope(
@@ -223,7 +223,7 @@ struct BusEngine {
             guard let joined = sessionRooms[session.id] else { return } // closed meanwhile
             if case .group = draft.room.scope, !joined.contains(draft.room) {
                 batch.effects.append(.fail(origin, SwitchboardError(.notJoined, "join \(draft.room) before sending to it"),
-                                           room: draft.room, clientID: draft.clientID))
+                                           request: .publish, room: draft.room, clientID: draft.clientID))
                 return
             }
         }
@@ -237,7 +237,7 @@ struct BusEngine {
         }
         if case .group = draft.room.scope, !roomExists(draft.room, store: store, logger: logger) {
             batch.effects.append(.fail(origin, SwitchboardError(.noSuchRoom, "room \(draft.room) does not exist"),
-                                       room: draft.room, clientID: draft.clientID))
+                                       request: .publish, room: draft.room, clientID: draft.clientID))
             return
         }
         let index = append(draft, now: now, batch: &batch)
@@ -291,7 +291,7 @@ struct BusEngine {
             case .deliver(let index, let origin, let ack):
                 let envelope = batch.envelopes[index]
                 guard ok else {
-                    if ack, let origin { fail(origin, failure, room: envelope.room, clientID: envelope.clientID) }
+                    if ack, let origin { fail(origin, failure, request: .publish, room: envelope.room, clientID: envelope.clientID) }
                     continue
                 }
                 fanOut(envelope, except: origin?.session)
@@ -302,8 +302,8 @@ struct BusEngine {
                 fanOut(envelope, except: origin)
             case .duplicate(let origin, let ack):
                 respond(origin, ack)
-            case .fail(let origin, let error, let room, let clientID):
-                fail(origin, error, room: room, clientID: clientID)
+            case .fail(let origin, let error, let request, let room, let clientID):
+                fail(origin, error, request: request, room: room, clientID: clientID)
             case .addMember(let session, let room):
                 rooms[room, default: Room()].members[session.id] = session
             case .removeMember(let session, let room):
@@ -361,9 +361,9 @@ struct BusEngine {
         }
     }
 
-    private func fail(_ origin: LocalBus.Origin, _ error: SwitchboardError, room: RoomName?, clientID: String?) {
+    private func fail(_ origin: LocalBus.Origin, _ error: SwitchboardError, request: BusRequest, room: RoomName?, clientID: String?) {
         switch origin {
-        case .session(let session): session.push(.failed(error, room: room, clientID: clientID))
+        case .session(let session): session.push(.failed(error, request: request, room: room, clientID: clientID))
         case .waiter(let continuation): continuation.resume(throwing: error)
         }
     }

@@ -93,7 +93,7 @@ public struct ConfigSchema: Sendable {
             Key("ping_interval_seconds", .int(0...86_400), .int(30)),
             Key("rate_per_second", .int(1...1_000_000), .int(50)),
             Key("rate_burst", .int(1...1_000_000), .int(100)),
-            Key("token_ttl_seconds", .int(60...31_536_000), .int(86_400)),
+            Key("token_ttl_seconds", .int(1...31_536_000), .int(86_400)),
             Key("token_secret", .string(nonEmpty: false), .string("")),
         ]),
         ("line", listenerKeys(port: 7777, enabled: true) + [

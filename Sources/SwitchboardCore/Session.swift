@@ -18,13 +18,18 @@ public enum SessionEvent: Sendable, Equatable {
     case envelope(Envelope)
     /// The session's own publish was committed (or was a duplicate of one that was).
     case ack(Ack)
-    /// A publish, join or leave submitted by this session failed after it was queued.
-    case failed(SwitchboardError, room: RoomName?, clientID: String?)
+    /// A publish, join, leave or typing submitted by this session failed after it was queued.
+    case failed(SwitchboardError, request: BusRequest, room: RoomName?, clientID: String?)
     /// The session is now in `room`: it receives every envelope after `seq` live.
     /// When `since` is set the listener replays `(since, seq]` from history first.
     case joined(room: RoomName, seq: UInt64, since: UInt64?)
     /// The session left `room`.
     case left(room: RoomName)
+}
+
+/// The kind of session call a ``SessionEvent/failed(_:request:room:clientID:)`` answers.
+public enum BusRequest: String, Sendable, Equatable {
+    case publish, join, leave, typing
 }
 
 /// One authenticated connection (or logical client) as the bus sees it.

@@ -24,25 +24,41 @@ struct ClientFrame: Decodable, Sendable {
         case clientID = "client_id"
     }
 
-    /// Decodes one text message; the error is what the client should see.
-    static func decode(_ bytes: ByteBuffer) -> Result<ClientFrame, SwitchboardError> {
+    /// Why a frame could not be decoded, with what could still be read of it.
+    struct Failure: Error {
+        var error: SwitchboardError
+        var op: String?
+        var room: String?
+        var clientID: String?
+    }
+
+    /// Decodes one text message; the failure carries what the client should see.
+    static func decode(_ bytes: ByteBuffer) -> Result<ClientFrame, Failure> {
+        let data = Data(bytes.readableBytesView)
+        let problem: SwitchboardError
         do {
-            return .success(try JSONDecoder().decode(ClientFrame.self, from: Data(bytes.readableBytesView)))
+            return .success(try JSONDecoder().decode(ClientFrame.self, from: data))
         } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty {
-            return .failure(SwitchboardError(.invalidJSON, "the frame is not valid JSON"))
+            return .failure(Failure(error: SwitchboardError(.invalidJSON, "the frame is not valid JSON")))
         } catch let DecodingError.typeMismatch(_, context) where context.codingPath.isEmpty {
-            return .failure(SwitchboardError(.invalidJSON, "the frame must be a JSON object"))
+            return .failure(Failure(error: SwitchboardError(.invalidJSON, "the frame must be a JSON object")))
         } catch let DecodingError.keyNotFound(key, _) {
-            return .failure(SwitchboardError(.badRequest, "missing field '\(key.stringValue)'"))
+            problem = SwitchboardError(.badRequest, "missing field '\(key.stringValue)'")
         } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context) {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return .failure(SwitchboardError(.badRequest, "field '\(field)' has the wrong type"))
+            problem = SwitchboardError(.badRequest, "field '\(path(context))' has the wrong type")
         } catch let DecodingError.dataCorrupted(context) {
-            let field = context.codingPath.map(\.stringValue).joined(separator: ".")
-            return .failure(SwitchboardError(.badRequest, "field '\(field)' is invalid"))
+            problem = SwitchboardError(.badRequest, "field '\(path(context))' is invalid")
         } catch {
-            return .failure(SwitchboardError(.invalidJSON, "the frame is not valid JSON"))
+            return .failure(Failure(error: SwitchboardError(.invalidJSON, "the frame is not valid JSON")))
         }
+        // A JSON object with a bad field: name the request it was, as far as it can be read.
+        let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+        return .failure(Failure(error: problem, op: object?["op"] as? String, room: object?["room"] as? String,
+                                clientID: object?["client_id"] as? String))
+    }
+
+    private static func path(_ context: DecodingError.Context) -> String {
+        context.codingPath.map(\.stringValue).joined(separator: ".")
     }
 }
 

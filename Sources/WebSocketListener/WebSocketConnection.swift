@@ -1,5 +1,6 @@
 import DequeModule
 import HummingbirdWebSocket
+import ListenerSupport
 import Logging
 import NIOCore
 import NIOWebSocket
@@ -18,105 +19,82 @@ struct WebSocketShared: Sendable {
     var clock: @Sendable () -> Int64
 }
 
-/// One `/ws` connection: a reader task runs the client's frames against the
-/// bus, a writer task sends replies and the session's outbox, in order.
+/// One `/ws` connection.
 ///
-/// The two tasks meet in `state`: the reader queues replies there, the bus's
-/// sink signals new outbox events there, and whoever wants the connection
-/// closed leaves the reason there. Only the writer writes to the socket.
+/// Reading runs as a task over Hummingbird's inbound stream: each client frame
+/// is checked and run against the bus. Writing happens on the channel's event
+/// loop (``Writer``): replies, the session's outbox and history replays are
+/// written there straight into the channel and flushed once per burst, so a
+/// fan-out to thousands of connections costs one wakeup per event loop, not a
+/// task per connection. Only the closing handshake goes through Hummingbird's
+/// writer, which owns the WebSocket state machine.
 final class WebSocketConnection: Sendable {
     let id: UInt64
     private let shared: WebSocketShared
-    private let outbound: WebSocketOutboundWriter
-    private let state = Mutex(State())
+    private let eventLoop: any EventLoop
+    private let writer: NIOLoopBound<Writer>
+    private let drainer: NIOLoopBound<any OutboxDrainer>
+    private let wakeups: LoopWakeups
+    /// The authenticated session, for the reader (the writer keeps its own reference).
+    private let sessionBox = Mutex<SessionHandle?>(nil)
     /// Uptime (ns) of the last frame from the client, for the idle timeout.
     private let lastInput: Atomic<UInt64>
+    /// Resumed once the writer has sent the goodbye and the close frame.
+    private let goodbye = Goodbye()
     private let logger: Logger
-
-    private struct State {
-        var session: SessionHandle?
-        var replies: Deque<[UInt8]> = []
-        var close: (error: SwitchboardError, code: WebSocketErrorCode)?
-        var signaled = false
-        var waiter: CheckedContinuation<Void, Never>?
-    }
 
     static let maxAuthFailures = 3
 
-    init(id: UInt64, shared: WebSocketShared, outbound: WebSocketOutboundWriter, logger: Logger) {
+    private init(id: UInt64, shared: WebSocketShared, channel: any Channel, outbound: WebSocketOutboundWriter,
+                 wakeups: LoopWakeups, logger: Logger) {
         self.id = id
         self.shared = shared
-        self.outbound = outbound
+        self.eventLoop = channel.eventLoop
+        self.wakeups = wakeups
         self.lastInput = Atomic(NIODeadline.now().uptimeNanoseconds)
         self.logger = logger
+        let writer = Writer(channel: channel, outbound: outbound, bus: shared.bus, logger: logger, goodbye: goodbye)
+        self.writer = NIOLoopBound(writer, eventLoop: channel.eventLoop)
+        self.drainer = NIOLoopBound(writer, eventLoop: channel.eventLoop)
     }
 
-    var session: SessionHandle? { state.withLock { $0.session } }
+    /// Makes a connection on its channel's event loop (its writer lives there).
+    static func make(id: UInt64, shared: WebSocketShared, channel: any Channel, outbound: WebSocketOutboundWriter,
+                     wakeups: LoopWakeups, logger: Logger) async throws -> WebSocketConnection {
+        try await channel.eventLoop.submit {
+            WebSocketConnection(id: id, shared: shared, channel: channel, outbound: outbound, wakeups: wakeups, logger: logger)
+        }.get()
+    }
+
+    var session: SessionHandle? { sessionBox.withLock { $0 } }
 
     // MARK: Lifecycle
 
-    /// Serves the connection until the client leaves or the server closes it.
+    /// Serves the connection until the client leaves or the server closed it.
     func run(inbound: WebSocketInboundStream) async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.readLoop(inbound) }
-            group.addTask { await self.writeLoop() }
+            group.addTask { await self.goodbye.wait() }
             group.addTask { await self.idleWatch() }
             _ = await group.next()
             group.cancelAll()
         }
-        let session = state.withLock { state in
-            let session = state.session
-            state.session = nil
-            return session
+        let session = sessionBox.withLock { box in
+            defer { box = nil }
+            return box
         }
         if let session { shared.bus.closeSession(session) }
+        eventLoop.execute { self.writer.value.detach() }
         logger.debug("websocket connection closed")
     }
 
-    /// Asks the writer to send `error` and close with `code`; the first reason wins.
+    /// Sends `error` and closes with `code`; the first reason wins.
     func requestClose(_ error: SwitchboardError, code: WebSocketErrorCode) {
-        let first = state.withLock { state in
-            guard state.close == nil else { return false }
-            state.close = (error, code)
-            return true
-        }
-        if first { signal() }
-    }
-
-    /// Wakes the writer (new replies, outbox events, or a close request).
-    func signal() {
-        let waiter: CheckedContinuation<Void, Never>? = state.withLock { state in
-            if let waiter = state.waiter {
-                state.waiter = nil
-                return waiter
-            }
-            state.signaled = true
-            return nil
-        }
-        waiter?.resume()
-    }
-
-    private func waitForSignal() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let resumeNow = state.withLock { state in
-                    if state.signaled || Task.isCancelled {
-                        state.signaled = false
-                        return true
-                    }
-                    state.waiter = continuation
-                    return false
-                }
-                if resumeNow { continuation.resume() }
-            }
-        } onCancel: {
-            signal()
-        }
+        eventLoop.execute { self.writer.value.close(error, code: code) }
     }
 
     private func reply(_ frame: [UInt8]) {
-        state.withLock { $0.replies.append(frame) }
-        signal()
+        eventLoop.execute { self.writer.value.reply(frame) }
     }
 
     private func replyError(_ error: SwitchboardError, request: String?, room: String? = nil, clientID: String? = nil) {
@@ -179,8 +157,8 @@ final class WebSocketConnection: Sendable {
                     continue
                 }
                 switch ClientFrame.decode(message) {
-                case .failure(let error):
-                    replyError(error, request: nil)
+                case .failure(let failure):
+                    replyError(failure.error, request: failure.op, room: failure.room, clientID: failure.clientID)
                 case .success(let request):
                     if await handle(request, authFailures: &authFailures) == .stop { return }
                 }
@@ -204,7 +182,8 @@ final class WebSocketConnection: Sendable {
         }
         guard let session else {
             if ["join", "leave", "send", "history", "typing", "occupants"].contains(frame.op) {
-                replyError(SwitchboardError(.authRequired, "authenticate first: {\"op\":\"auth\",…}"), request: frame.op)
+                replyError(SwitchboardError(.authRequired, "authenticate first: {\"op\":\"auth\",…}"), request: frame.op,
+                           room: frame.room, clientID: frame.op == "send" ? frame.clientID : nil)
             } else {
                 replyError(SwitchboardError(.unknownOp, "unknown op '\(frame.op)'"), request: frame.op)
             }
@@ -272,14 +251,14 @@ final class WebSocketConnection: Sendable {
             replyError(failure, request: "auth")
             return .next
         }
-        let session = shared.bus.openSession(user: user, display: nil, via: .ws, sink: WebSocketSessionSink(connection: self))
-        let closing = state.withLock { state in
-            state.session = session
-            return state.close != nil
-        }
-        if closing { shared.bus.closeSession(session) }
+        let sink = WebSocketSessionSink(connection: self, drainer: drainer, wakeups: wakeups)
+        let session = shared.bus.openSession(user: user, display: nil, via: .ws, sink: sink)
+        sessionBox.withLock { $0 = session }
         logger.info("websocket session authenticated", metadata: ["user": "\(user)"])
-        reply(ServerFrame.authenticated(user))
+        eventLoop.execute {
+            self.writer.value.reply(ServerFrame.authenticated(user))
+            self.writer.value.attach(session)
+        }
         return .next
     }
 
@@ -341,78 +320,6 @@ final class WebSocketConnection: Sendable {
         return kind
     }
 
-    // MARK: Writing
-
-    private func writeLoop() async {
-        var events: Deque<SessionEvent> = []
-        do {
-            while !Task.isCancelled {
-                await waitForSignal()
-                let (replies, close, session) = state.withLock { state in
-                    let replies = state.replies
-                    state.replies.removeAll()
-                    return (replies, state.close, state.session)
-                }
-                for frame in replies { try await write(frame) }
-                if let session, close == nil {
-                    session.takeEvents(into: &events)
-                    for event in events { try await write(event) }
-                    events.removeAll(keepingCapacity: true)
-                }
-                if let (error, code) = close {
-                    if error.code == .slowConsumer { logger.warning("websocket session dropped as a slow consumer") }
-                    try await write(ServerFrame.error(error))
-                    try await outbound.close(code, reason: error.code.rawValue)
-                    return
-                }
-            }
-        } catch {
-            logger.debug("websocket write ended", metadata: ["error": "\(error)"])
-        }
-    }
-
-    private func write(_ bytes: [UInt8]) async throws {
-        let buffer = ByteBuffer(bytes: bytes)
-        try await outbound.write(.custom(WebSocketFrame(fin: true, opcode: .text, data: buffer)))
-    }
-
-    private func write(_ event: SessionEvent) async throws {
-        switch event {
-        case .envelope(let envelope):
-            try await write(ServerFrame.envelope(envelope))
-        case .ack(let ack):
-            try await write(ServerFrame.ack(ack))
-        case .failed(let error, let room, let clientID):
-            SwitchboardMetrics.reject(.ws, reason: error.code)
-            try await write(ServerFrame.error(error, room: room?.rawValue, clientID: clientID))
-        case .joined(let room, let seq, let since):
-            if let since, since < seq, let session {
-                try await replay(room: room, after: since, through: seq, reader: session.user)
-            }
-            try await write(ServerFrame.joined(room, seq: seq))
-            try await write(ServerFrame.occupants(room, shared.bus.occupants(of: room)))
-        case .left(let room):
-            try await write(ServerFrame.left(room))
-        }
-    }
-
-    /// Writes `(after, through]` of `room` from history, page by page.
-    private func replay(room: RoomName, after: UInt64, through seq: UInt64, reader: UserName) async throws {
-        var cursor = after
-        while cursor < seq {
-            let page: [Envelope]
-            do {
-                page = try await shared.bus.history(of: room, reader: reader, before: seq + 1, after: cursor, limit: 500)
-            } catch {
-                try await write(ServerFrame.error(error, request: "join", room: room.rawValue))
-                return
-            }
-            guard let last = page.last else { return }
-            for envelope in page { try await write(ServerFrame.envelope(envelope)) }
-            cursor = last.seq
-        }
-    }
-
     // MARK: Idle timeout
 
     private func idleWatch() async {
@@ -433,20 +340,53 @@ final class WebSocketConnection: Sendable {
     }
 }
 
-/// Connects a WebSocket session's outbox to its connection's writer.
+/// Connects a WebSocket session's outbox to its connection's event loop.
 final class WebSocketSessionSink: SessionSink {
     private weak let connection: WebSocketConnection?
+    private let drainer: NIOLoopBound<any OutboxDrainer>
+    private let wakeups: LoopWakeups
 
-    init(connection: WebSocketConnection) {
+    init(connection: WebSocketConnection, drainer: NIOLoopBound<any OutboxDrainer>, wakeups: LoopWakeups) {
         self.connection = connection
+        self.drainer = drainer
+        self.wakeups = wakeups
     }
 
     func outboxReady() {
-        connection?.signal()
+        wakeups.signal(drainer)
     }
 
     func closeRequested(_ reason: SwitchboardError) {
         connection?.requestClose(reason, code: reason.code == .shuttingDown ? .goingAway : .policyViolation)
+    }
+}
+
+/// Resumes one waiter once (the connection's goodbye was sent).
+final class Goodbye: Sendable {
+    private let state = Mutex<(done: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+
+    func signal() {
+        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            state.done = true
+            defer { state.waiter = nil }
+            return state.waiter
+        }
+        waiter?.resume()
+    }
+
+    /// Returns once signalled, or when the task is cancelled.
+    func wait() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let done = state.withLock { state in
+                    if !state.done { state.waiter = continuation }
+                    return state.done
+                }
+                if done { continuation.resume() }
+            }
+        } onCancel: {
+            signal()
+        }
     }
 }
 

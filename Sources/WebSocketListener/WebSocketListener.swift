@@ -1,6 +1,8 @@
 import Hummingbird
 import HummingbirdWebSocket
+import ListenerSupport
 import Logging
+import NIOPosix
 import NIOCore
 import NIOWebSocket
 import ServiceLifecycle
@@ -88,6 +90,7 @@ final class WebSocketListenerService: ListenerService {
             }
             throw APIError(.upgradeRequired, "upgrade_required", "/ws speaks WebSocket: send an Upgrade request")
         }
+        let wakeups = LoopWakeupTable(group: MultiThreadedEventLoopGroup.singleton)
         let page = WebPage.load()
         if page.isEmpty { context.logger.warning("web page resources not found; / answers 404") }
         page.register(on: router)
@@ -109,8 +112,9 @@ final class WebSocketListenerService: ListenerService {
                 peerLogger[metadataKey: "peer"] = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
                 let connectionLogger = peerLogger
                 return .upgrade([:]) { inbound, outbound, _ in
-                    let connection = WebSocketConnection(
-                        id: shared.connections.makeID(), shared: shared, outbound: outbound, logger: connectionLogger)
+                    let connection = try await WebSocketConnection.make(
+                        id: shared.connections.makeID(), shared: shared, channel: channel, outbound: outbound,
+                        wakeups: wakeups.wakeups(for: channel.eventLoop), logger: connectionLogger)
                     shared.connections.add(connection)
                     defer { shared.connections.remove(connection) }
                     await connection.run(inbound: inbound)

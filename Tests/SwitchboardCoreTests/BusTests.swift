@@ -265,7 +265,7 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         await bus.flush()
         let failed = sender.takeEvents()
         #expect(failed.count == 1)
-        if case .failed(let error, _, _) = failed.first { #expect(error.code == .storageUnavailable) } else { Issue.record("got \(failed)") }
+        if case .failed(let error, _, _, _) = failed.first { #expect(error.code == .storageUnavailable) } else { Issue.record("got \(failed)") }
         #expect(other.takeEvents().isEmpty)
         try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "kept"), from: sender)
         await bus.flush()
@@ -282,7 +282,7 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         try bus.publish(EnvelopeDraft(room: lobby, from: outsider.sender, body: "hi"), from: outsider)
         await bus.flush()
         let got = outsider.takeEvents()
-        if case .failed(let error, _, _) = got.first { #expect(error.code == .notJoined) } else { Issue.record("got \(got)") }
+        if case .failed(let error, _, _, _) = got.first { #expect(error.code == .notJoined) } else { Issue.record("got \(got)") }
         await bus.shutdown()
     }
 
@@ -307,7 +307,7 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         try bus.join(session, room: RoomName("nowhere")!, since: nil)
         await bus.flush()
         let got = session.takeEvents()
-        if case .failed(let error, _, _) = got.first { #expect(error.code == .noSuchRoom) } else { Issue.record("got \(got)") }
+        if case .failed(let error, _, _, _) = got.first { #expect(error.code == .noSuchRoom) } else { Issue.record("got \(got)") }
         await bus.shutdown()
     }
 

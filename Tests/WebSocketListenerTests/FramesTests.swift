@@ -6,7 +6,18 @@ import Testing
 
 @Suite struct ClientFrameTests {
     func decode(_ text: String) -> Result<ClientFrame, SwitchboardError> {
-        ClientFrame.decode(ByteBuffer(string: text))
+        ClientFrame.decode(ByteBuffer(string: text)).mapError(\.error)
+    }
+
+    @Test func aBadFieldStillNamesTheRequest() {
+        guard case .failure(let failure) = ClientFrame.decode(ByteBuffer(string: #"{"op":"send","room":"lobby","body":5,"client_id":"m-2"}"#)) else {
+            Issue.record("decoded")
+            return
+        }
+        #expect(failure.error.code.rawValue == "bad_request")
+        #expect(failure.op == "send")
+        #expect(failure.room == "lobby")
+        #expect(failure.clientID == "m-2")
     }
 
     @Test func decodesASend() throws {

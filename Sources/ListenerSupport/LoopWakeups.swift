@@ -1,22 +1,28 @@
 import NIOCore
 import Synchronization
 
+/// A connection whose session outbox an event loop drains.
+public protocol OutboxDrainer: AnyObject {
+    /// Called on the connection's event loop: take the session's events and write them.
+    func drainOutbox()
+}
+
 /// Coalesces "your outbox has events" signals per event loop.
 ///
 /// The bus thread fans one envelope out to many sessions; waking an event loop
 /// once per session would cost one cross-thread wakeup (a syscall) each. Here a
 /// signal only queues the connection, and the loop is woken once per burst to
 /// drain every queued connection.
-final class LoopWakeups: Sendable {
+public final class LoopWakeups: Sendable {
     private let eventLoop: any EventLoop
-    private let ready = Mutex<(scheduled: Bool, handlers: [NIOLoopBound<LineConnectionHandler>])>((false, []))
+    private let ready = Mutex<(scheduled: Bool, handlers: [NIOLoopBound<any OutboxDrainer>])>((false, []))
 
-    init(eventLoop: any EventLoop) {
+    public init(eventLoop: any EventLoop) {
         self.eventLoop = eventLoop
     }
 
     /// Queues `handler` for a drain on its loop; wakes the loop only if no drain is pending.
-    func signal(_ handler: NIOLoopBound<LineConnectionHandler>) {
+    public func signal(_ handler: NIOLoopBound<any OutboxDrainer>) {
         let schedule = ready.withLock { state -> Bool in
             state.handlers.append(handler)
             if state.scheduled { return false }
@@ -28,7 +34,7 @@ final class LoopWakeups: Sendable {
     }
 
     private func run() {
-        let handlers = ready.withLock { state -> [NIOLoopBound<LineConnectionHandler>] in
+        let handlers = ready.withLock { state -> [NIOLoopBound<any OutboxDrainer>] in
             state.scheduled = false
             defer { state.handlers.removeAll(keepingCapacity: true) }
             return state.handlers
@@ -38,10 +44,10 @@ final class LoopWakeups: Sendable {
 }
 
 /// One ``LoopWakeups`` per event loop of a group.
-final class LoopWakeupTable: Sendable {
+public final class LoopWakeupTable: Sendable {
     private let table: [ObjectIdentifier: LoopWakeups]
 
-    init(group: any EventLoopGroup) {
+    public init(group: any EventLoopGroup) {
         var table: [ObjectIdentifier: LoopWakeups] = [:]
         for loop in group.makeIterator() {
             table[ObjectIdentifier(loop)] = LoopWakeups(eventLoop: loop)
@@ -50,7 +56,7 @@ final class LoopWakeupTable: Sendable {
     }
 
     /// The coalescer of `eventLoop` (a fresh one for a loop outside the group).
-    func wakeups(for eventLoop: any EventLoop) -> LoopWakeups {
+    public func wakeups(for eventLoop: any EventLoop) -> LoopWakeups {
         table[ObjectIdentifier(eventLoop)] ?? LoopWakeups(eventLoop: eventLoop)
     }
 }

@@ -1,0 +1,189 @@
+import DequeModule
+import HummingbirdWebSocket
+import ListenerSupport
+import Logging
+import NIOCore
+import NIOWebSocket
+import SwitchboardCore
+
+extension WebSocketConnection {
+    /// Everything a connection writes, confined to the channel's event loop.
+    ///
+    /// Replies and outbox events are written in the order they reach the loop and
+    /// flushed once per burst. While the socket is not writable the outbox is left
+    /// alone, so a client that cannot keep up fills its bounded outbox and the bus
+    /// drops it as a slow consumer; a timer looks again every few milliseconds.
+    /// A `joined` event with `since` pauses the outbox until the missed envelopes
+    /// were read from history and written.
+    final class Writer: OutboxDrainer {
+        private let channel: any Channel
+        private let outbound: WebSocketOutboundWriter
+        private let bus: any MessageBus
+        private let logger: Logger
+        private let goodbye: Goodbye
+        private var session: SessionHandle?
+        private var events: Deque<SessionEvent> = []
+        /// Events that arrived behind a `joined` whose replay is still being read.
+        private var held: Deque<SessionEvent> = []
+        private var replaying = false
+        private var closing = false
+        private var recheckScheduled = false
+        private var pendingFlush = false
+
+        static let writabilityRecheck = TimeAmount.milliseconds(5)
+        static let replayPage = 500
+
+        init(channel: any Channel, outbound: WebSocketOutboundWriter, bus: any MessageBus, logger: Logger, goodbye: Goodbye) {
+            self.channel = channel
+            self.outbound = outbound
+            self.bus = bus
+            self.logger = logger
+            self.goodbye = goodbye
+        }
+
+        /// The session is authenticated: its events may flow.
+        func attach(_ session: SessionHandle) {
+            guard !closing else { return }
+            self.session = session
+            drainOutbox()
+        }
+
+        /// The connection is gone: drop the session reference.
+        func detach() {
+            closing = true
+            session = nil
+            held.removeAll()
+        }
+
+        func reply(_ frame: [UInt8]) {
+            guard !closing else { return }
+            write(frame)
+            flush()
+        }
+
+        func drainOutbox() {
+            guard let session, !closing, !replaying else { return }
+            guard channel.isWritable else {
+                scheduleRecheck()
+                return
+            }
+            session.takeEvents(into: &events)
+            var index = events.startIndex
+            while index < events.endIndex {
+                let event = events[index]
+                index += 1
+                handle(event)
+                if replaying {
+                    held.append(contentsOf: events[index...])
+                    break
+                }
+            }
+            events.removeAll(keepingCapacity: true)
+            flush()
+        }
+
+        private func handle(_ event: SessionEvent) {
+            switch event {
+            case .envelope(let envelope):
+                write(ServerFrame.envelope(envelope))
+            case .ack(let ack):
+                write(ServerFrame.ack(ack))
+            case .failed(let error, let request, let room, let clientID):
+                SwitchboardMetrics.reject(.ws, reason: error.code)
+                write(ServerFrame.error(error, request: request == .publish ? "send" : request.rawValue,
+                                        room: room?.rawValue, clientID: clientID))
+            case .joined(let room, let seq, let since):
+                if let since, since < seq, let session {
+                    startReplay(room: room, after: since, through: seq, reader: session.user)
+                } else {
+                    writeJoined(room, seq: seq)
+                }
+            case .left(let room):
+                write(ServerFrame.left(room))
+            }
+        }
+
+        private func writeJoined(_ room: RoomName, seq: UInt64) {
+            write(ServerFrame.joined(room, seq: seq))
+            write(ServerFrame.occupants(room, bus.occupants(of: room)))
+        }
+
+        /// Reads `(after, through]` of `room` page by page off the loop, writes it, then `joined`.
+        private func startReplay(room: RoomName, after: UInt64, through seq: UInt64, reader: UserName) {
+            replaying = true
+            flush()
+            let bus = self.bus
+            channel.eventLoop.makeFutureWithTask { () -> Result<[Envelope], SwitchboardError> in
+                var all: [Envelope] = []
+                var cursor = after
+                do throws(SwitchboardError) {
+                    while cursor < seq {
+                        let page = try await bus.history(of: room, reader: reader, before: seq + 1, after: cursor, limit: Self.replayPage)
+                        guard let last = page.last else { break }
+                        all.append(contentsOf: page)
+                        cursor = last.seq
+                    }
+                    return .success(all)
+                } catch {
+                    return .failure(error)
+                }
+            }.assumeIsolated().whenSuccess { [self] result in
+                replaying = false
+                guard !closing else { return }
+                switch result {
+                case .success(let envelopes):
+                    for envelope in envelopes { write(ServerFrame.envelope(envelope)) }
+                case .failure(let error):
+                    write(ServerFrame.error(error, request: "join", room: room.rawValue))
+                }
+                writeJoined(room, seq: seq)
+                // What queued behind the replay, then the outbox.
+                while !replaying, let event = held.popFirst() {
+                    handle(event)
+                }
+                flush()
+                if !replaying { drainOutbox() }
+            }
+        }
+
+        /// Writes `error`, then closes the WebSocket with `code` (once).
+        func close(_ error: SwitchboardError, code: WebSocketErrorCode) {
+            guard !closing else { return }
+            closing = true
+            if error.code == .slowConsumer { logger.warning("websocket session dropped as a slow consumer") }
+            session = nil
+            held.removeAll()
+            write(ServerFrame.error(error))
+            flush()
+            // The error frame is in the pipeline already; Hummingbird's writer hops to
+            // this loop after it, so the close frame follows it.
+            let outbound = self.outbound
+            let goodbye = self.goodbye
+            Task {
+                try? await outbound.close(code, reason: error.code.rawValue)
+                goodbye.signal()
+            }
+        }
+
+        private func write(_ frame: [UInt8]) {
+            let buffer = channel.allocator.buffer(bytes: frame)
+            channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+            pendingFlush = true
+        }
+
+        private func flush() {
+            guard pendingFlush else { return }
+            pendingFlush = false
+            channel.flush()
+        }
+
+        private func scheduleRecheck() {
+            guard !recheckScheduled else { return }
+            recheckScheduled = true
+            channel.eventLoop.assumeIsolated().scheduleTask(in: Self.writabilityRecheck) { [self] in
+                recheckScheduled = false
+                drainOutbox()
+            }
+        }
+    }
+}
