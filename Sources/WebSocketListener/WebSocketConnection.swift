@@ -15,6 +15,7 @@ struct WebSocketShared: Sendable {
     var tokens: BearerTokens
     var settings: WebSocketSettings
     var connections: ConnectionRegistry
+    var frameCaches: EnvelopeFrameCacheTable
     var logger: Logger
     var clock: @Sendable () -> Int64
 }
@@ -53,7 +54,8 @@ final class WebSocketConnection: Sendable {
         self.wakeups = wakeups
         self.lastInput = Atomic(NIODeadline.now().uptimeNanoseconds)
         self.logger = logger
-        let writer = Writer(channel: channel, outbound: outbound, bus: shared.bus, logger: logger, goodbye: goodbye)
+        let frames = shared.frameCaches.cache(for: channel.eventLoop)?.value ?? EnvelopeFrameCache()
+        let writer = Writer(channel: channel, outbound: outbound, bus: shared.bus, logger: logger, goodbye: goodbye, frames: frames)
         self.writer = NIOLoopBound(writer, eventLoop: channel.eventLoop)
         self.drainer = NIOLoopBound(writer, eventLoop: channel.eventLoop)
     }
@@ -139,6 +141,8 @@ final class WebSocketConnection: Sendable {
                         SwitchboardMetrics.reject(.ws, reason: .flood)
                         requestClose(SwitchboardError(.flood, "too many frames too fast; closing the connection"),
                                      code: .policyViolation)
+                        // Ending here would let Hummingbird close first, with 1000.
+                        await goodbye.wait()
                         return
                     }
                     replyError(SwitchboardError(.rateLimited, "more than \(shared.settings.ratePerSecond) frames per second; frame ignored"),
@@ -160,7 +164,10 @@ final class WebSocketConnection: Sendable {
                 case .failure(let failure):
                     replyError(failure.error, request: failure.op, room: failure.room, clientID: failure.clientID)
                 case .success(let request):
-                    if await handle(request, authFailures: &authFailures) == .stop { return }
+                    if await handle(request, authFailures: &authFailures) == .stop {
+                        await goodbye.wait()
+                        return
+                    }
                 }
             }
         } catch {

@@ -36,7 +36,8 @@ final class WebSocketListenerService: ListenerService {
         self.shared = WebSocketShared(
             bus: context.bus, authenticator: context.authenticator, accounts: context.accounts,
             tokens: BearerTokens(secret: secret, ttlSeconds: settings.tokenTTLSeconds), settings: settings,
-            connections: ConnectionRegistry(), logger: context.logger,
+            connections: ConnectionRegistry(), frameCaches: EnvelopeFrameCacheTable(group: MultiThreadedEventLoopGroup.singleton),
+            logger: context.logger,
             clock: LocalBus.Configuration().clock)
     }
 

@@ -21,6 +21,7 @@ extension WebSocketConnection {
         private let bus: any MessageBus
         private let logger: Logger
         private let goodbye: Goodbye
+        private let frames: EnvelopeFrameCache
         private var session: SessionHandle?
         private var events: Deque<SessionEvent> = []
         /// Events that arrived behind a `joined` whose replay is still being read.
@@ -33,8 +34,10 @@ extension WebSocketConnection {
         static let writabilityRecheck = TimeAmount.milliseconds(5)
         static let replayPage = 500
 
-        init(channel: any Channel, outbound: WebSocketOutboundWriter, bus: any MessageBus, logger: Logger, goodbye: Goodbye) {
+        init(channel: any Channel, outbound: WebSocketOutboundWriter, bus: any MessageBus, logger: Logger, goodbye: Goodbye,
+             frames: EnvelopeFrameCache) {
             self.channel = channel
+            self.frames = frames
             self.outbound = outbound
             self.bus = bus
             self.logger = logger
@@ -85,7 +88,7 @@ extension WebSocketConnection {
         private func handle(_ event: SessionEvent) {
             switch event {
             case .envelope(let envelope):
-                write(ServerFrame.envelope(envelope))
+                write(frames.frame(for: envelope, allocator: channel.allocator))
             case .ack(let ack):
                 write(ServerFrame.ack(ack))
             case .failed(let error, let request, let room, let clientID):
@@ -166,7 +169,10 @@ extension WebSocketConnection {
         }
 
         private func write(_ frame: [UInt8]) {
-            let buffer = channel.allocator.buffer(bytes: frame)
+            write(channel.allocator.buffer(bytes: frame))
+        }
+
+        private func write(_ buffer: ByteBuffer) {
             channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
             pendingFlush = true
         }
