@@ -184,6 +184,11 @@ struct BusEngine {
                 leaveRoom(session, room, now: now, batch: &batch)
                 batch.effects.append(.left(session, room))
 
+            case .forget(let room):
+                // Deleted by an administrator: with auto_create off it must be created again.
+                // Its seq counter stays, so a recreated room never reuses a seq a client saw.
+                knownRooms.remove(room)
+
             case .typing(let session, let room):
                 guard sessionRooms[session.id] != nil else { continue }
                 if case .group = room.scope, sessionRooms[session.id]?.contains(room) != true {

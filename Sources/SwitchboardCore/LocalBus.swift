@@ -60,6 +60,7 @@ public final class LocalBus: MessageBus {
         case join(SessionHandle, RoomName, since: UInt64?)
         case leave(SessionHandle, RoomName)
         case typing(SessionHandle, RoomName)
+        case forget(RoomName)
         case barrier(CheckedContinuation<Void, Never>)
     }
 
@@ -146,6 +147,10 @@ public final class LocalBus: MessageBus {
     public func typing(_ session: SessionHandle, room: RoomName) throws(SwitchboardError) {
         try AccessRules.canWrite(room, user: session.user, privileged: false)
         guard submit(.typing(session, room)) else { throw Self.shuttingDown }
+    }
+
+    public func roomDeleted(_ room: RoomName) {
+        _ = submit(.forget(room))
     }
 
     public func occupants(of room: RoomName) -> [Occupant] {

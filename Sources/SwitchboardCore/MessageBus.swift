@@ -29,6 +29,9 @@ public protocol MessageBus: AnyObject, Sendable {
     /// Sends a typing notification (never stored) to the room's other participants.
     func typing(_ session: SessionHandle, room: RoomName) throws(SwitchboardError)
 
+    /// `room` was deleted from storage: forget that it exists (sessions in it stay until they leave).
+    func roomDeleted(_ room: RoomName)
+
     /// Current occupants of `room`, one per user and protocol.
     func occupants(of room: RoomName) -> [Occupant]
 

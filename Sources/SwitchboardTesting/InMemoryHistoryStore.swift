@@ -51,6 +51,14 @@ public final class InMemoryHistoryStore: HistoryStore {
         }
     }
 
+    /// Deletes `room` and its history, as `room delete` does in SQLite.
+    public func removeRoom(_ room: RoomName) {
+        state.withLock { state in
+            state.envelopes[room] = nil
+            state.lastSeq[room] = nil
+        }
+    }
+
     public func roomExists(_ room: RoomName) throws -> Bool {
         state.withLock { $0.lastSeq[room] != nil }
     }

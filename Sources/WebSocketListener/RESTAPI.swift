@@ -182,6 +182,7 @@ struct RESTAPI: Sendable {
         guard try await storage({ try await rooms.deleteRoom(room) }) else {
             throw APIError(.notFound, .noSuchRoom, "no room named \(room)")
         }
+        shared.bus.roomDeleted(room)
         return Response(status: .noContent)
     }
 

@@ -311,6 +311,26 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         await bus.shutdown()
     }
 
+    @Test func aDeletedRoomIsForgottenWhenAutoCreateIsOff() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store) { $0.autoCreateRooms = false }
+        let session = bus.openSession(user: alice, display: nil, via: .line, sink: RecordingSink())
+        let room = RoomName("gone")!
+        // The room exists in storage: the bus learns it on first use.
+        try store.append([Envelope(id: "01J", room: room, seq: 1, ts: 1, from: Sender(user: alice, via: .line), kind: .chat, body: "x")])
+        try bus.join(session, room: room, since: nil)
+        try bus.leave(session, room: room)
+        await bus.flush()
+        #expect(session.takeEvents().contains { if case .joined = $0 { true } else { false } })
+        store.removeRoom(room)
+        bus.roomDeleted(room)
+        try bus.join(session, room: room, since: nil)
+        await bus.flush()
+        let got = session.takeEvents()
+        if case .failed(let error, .join, _, _) = got.first { #expect(error.code == .noSuchRoom) } else { Issue.record("got \(got)") }
+        await bus.shutdown()
+    }
+
     @Test func shutdownAsksOpenSessionsToCloseAndRefusesNewWork() async throws {
         let bus = try makeBus()
         let sink = RecordingSink()
