@@ -98,6 +98,8 @@ struct BusEngine {
     var sessionRooms: [UInt64: Set<RoomName>] = [:]
     /// Live sessions per user, as delivered (direct messages go to all of them).
     var sessionsByUser: [UserName: [UInt64: SessionHandle]] = [:]
+    /// Sessions that see every group room's envelopes (``MessageBus/openTap(name:via:sink:)``).
+    var taps: [UInt64: SessionHandle] = [:]
     var knownRooms: Set<RoomName> = []
     var dedup: DedupCache
     var ids = ULIDGenerator()
@@ -134,6 +136,12 @@ struct BusEngine {
                 sessionRooms[session.id] = []
                 batch.effects.append(.register(session))
                 metrics.sessionOpened(session.via)
+
+            case .openTap(let session):
+                taps[session.id] = session
+
+            case .close(let session) where taps[session.id] != nil:
+                taps[session.id] = nil
 
             case .close(let session):
                 guard let joined = sessionRooms.removeValue(forKey: session.id) else { continue }
@@ -343,7 +351,13 @@ struct BusEngine {
                     push(event, to: session)
                 }
             }
-        case .group, .callLog, .invalidReserved:
+        case .group:
+            for tap in taps.values { push(event, to: tap) }
+            guard let members = rooms[envelope.room]?.members else { return }
+            for session in members.values where session !== origin {
+                push(event, to: session)
+            }
+        case .callLog, .invalidReserved:
             guard let members = rooms[envelope.room]?.members else { return }
             for session in members.values where session !== origin {
                 push(event, to: session)
@@ -363,6 +377,7 @@ struct BusEngine {
         switch origin {
         case .session(let session): session.push(.ack(ack))
         case .waiter(let continuation): continuation.resume(returning: ack)
+        case .callback(let completion): completion(.success(ack))
         }
     }
 
@@ -370,6 +385,7 @@ struct BusEngine {
         switch origin {
         case .session(let session): session.push(.failed(error, request: request, room: room, clientID: clientID))
         case .waiter(let continuation): continuation.resume(throwing: error)
+        case .callback(let completion): completion(.failure(error))
         }
     }
 

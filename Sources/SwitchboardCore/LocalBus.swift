@@ -46,6 +46,7 @@ public final class LocalBus: MessageBus {
     enum Origin: Sendable {
         case session(SessionHandle)
         case waiter(CheckedContinuation<Ack, any Error>)
+        case callback(@Sendable (Result<Ack, SwitchboardError>) -> Void)
 
         var session: SessionHandle? {
             if case .session(let s) = self { return s }
@@ -55,6 +56,7 @@ public final class LocalBus: MessageBus {
 
     enum Op: Sendable {
         case open(SessionHandle)
+        case openTap(SessionHandle)
         case close(SessionHandle)
         case publish(EnvelopeDraft, Origin)
         case join(SessionHandle, RoomName, since: UInt64?)
@@ -108,6 +110,16 @@ public final class LocalBus: MessageBus {
         return session
     }
 
+    public func openTap(name: UserName, via: Via, sink: any SessionSink) -> SessionHandle {
+        let id = nextSessionID.wrappingAdd(1, ordering: .relaxed).oldValue
+        let session = SessionHandle(
+            id: id, user: name, display: nil, via: via, capacity: configuration.sessionQueueCapacity, sink: sink)
+        if !submit(.openTap(session)) {
+            if session.markClosed() { sink.closeRequested(SwitchboardError(.shuttingDown, "the server is shutting down")) }
+        }
+        return session
+    }
+
     public func closeSession(_ session: SessionHandle) {
         _ = submit(.close(session))
     }
@@ -129,6 +141,19 @@ public final class LocalBus: MessageBus {
             throw error
         } catch {
             throw SwitchboardError(.storageUnavailable, "\(error)")
+        }
+    }
+
+    public func submit(_ draft: EnvelopeDraft, privileged: Bool,
+                       completion: @escaping @Sendable (Result<Ack, SwitchboardError>) -> Void) {
+        do throws(SwitchboardError) {
+            try checkPublish(draft, user: draft.from.user, privileged: privileged)
+        } catch {
+            completion(.failure(error))
+            return
+        }
+        if !submit(.publish(draft, .callback(completion))) {
+            completion(.failure(Self.shuttingDown))
         }
     }
 

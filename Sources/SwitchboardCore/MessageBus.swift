@@ -7,6 +7,12 @@ public protocol MessageBus: AnyObject, Sendable {
     /// Registers an authenticated session. Events for it arrive through its outbox.
     func openSession(user: UserName, display: String?, via: Via, sink: any SessionSink) -> SessionHandle
 
+    /// Registers a tap: a session that receives every envelope of every group room
+    /// (not direct messages nor call logs), without joining and without being an
+    /// occupant. For bridges such as MQTT that mirror all rooms. Close it with
+    /// ``closeSession(_:)``.
+    func openTap(name: UserName, via: Via, sink: any SessionSink) -> SessionHandle
+
     /// Removes the session from every room (leave envelopes as needed). Idempotent.
     func closeSession(_ session: SessionHandle)
 
@@ -18,6 +24,11 @@ public protocol MessageBus: AnyObject, Sendable {
     /// Publishes without a session (REST, MQTT devices, server components) and
     /// returns once committed. `privileged` publishers may write `calls.<user>`.
     func publish(_ draft: EnvelopeDraft, privileged: Bool) async throws(SwitchboardError) -> Ack
+
+    /// Publishes without a session and without waiting: checks run now, and
+    /// `completion` gets the ack (or the failure) once committed, on the bus's thread
+    /// (it must not block). Submissions are sequenced in call order.
+    func submit(_ draft: EnvelopeDraft, privileged: Bool, completion: @escaping @Sendable (Result<Ack, SwitchboardError>) -> Void)
 
     /// Joins `session` to `room`; `.joined` arrives through the outbox, with `since`
     /// echoed so the listener can replay what the session missed.

@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 import Testing
 @testable import SwitchboardCore
@@ -328,6 +329,43 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         await bus.flush()
         let got = session.takeEvents()
         if case .failed(let error, .join, _, _) = got.first { #expect(error.code == .noSuchRoom) } else { Issue.record("got \(got)") }
+        await bus.shutdown()
+    }
+
+    @Test func aTapSeesEveryGroupRoomButNoDirectMessagesAndIsNoOccupant() async throws {
+        let bus = try makeBus()
+        let tap = bus.openTap(name: UserName("bridge")!, via: .mqtt, sink: RecordingSink())
+        let sender = try await joined(bus, alice)
+        try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "in lobby"), from: sender)
+        try bus.publish(EnvelopeDraft(room: .direct(alice, bob), from: sender.sender, body: "private"), from: sender)
+        await bus.flush()
+        let bodies = envelopes(tap.takeEvents()).filter { $0.kind == .chat }.map(\.body)
+        #expect(bodies == ["in lobby"])
+        #expect(!bus.occupants(of: lobby).contains { $0.user.rawValue == "bridge" })
+        bus.closeSession(tap)
+        try bus.publish(EnvelopeDraft(room: lobby, from: sender.sender, body: "after"), from: sender)
+        await bus.flush()
+        #expect(envelopes(tap.takeEvents()).isEmpty)
+        await bus.shutdown()
+    }
+
+    @Test func submittedPublishesCompleteInOrderAfterCommit() async throws {
+        let store = InMemoryHistoryStore()
+        let bus = try makeBus(store)
+        let acks = Mutex<[UInt64]>([])
+        let device = Sender(user: alice, via: .mqtt)
+        for index in 0..<50 {
+            bus.submit(EnvelopeDraft(room: lobby, from: device, body: "m\(index)"), privileged: false) { result in
+                if case .success(let ack) = result { acks.withLock { $0.append(ack.seq) } }
+            }
+        }
+        bus.submit(EnvelopeDraft(room: RoomName.callLog(of: alice), from: device, body: "no"), privileged: false) { result in
+            if case .failure(let error) = result { acks.withLock { $0.append(error.code == .forbidden ? 0 : 1) } }
+        }
+        await bus.flush()
+        // Checks that fail at once (a call log is written by the server only) complete at once.
+        #expect(acks.withLock { $0 } == [0] + Array(1...50))
+        #expect(store.all(lobby).map(\.body) == (0..<50).map { "m\($0)" })
         await bus.shutdown()
     }
 
