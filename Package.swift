@@ -98,6 +98,24 @@ let package = Package(
             resources: [.copy("Public")],
             swiftSettings: swiftSettings
         ),
+        // MARK: MQTT bridge: libmosquitto (system library) and the bridge service.
+        .systemLibrary(
+            name: "CMosquitto",
+            pkgConfig: "libmosquitto",
+            providers: [.apt(["libmosquitto-dev"])]
+        ),
+        .target(
+            name: "MQTTBridge",
+            dependencies: [
+                "SwitchboardCore", "CMosquitto",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // MARK: Helpers shared by the test targets (binary runner, free ports, line client).
         .target(
             name: "SwitchboardTesting",
@@ -112,7 +130,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardStore", "LineListener", "WebSocketListener",
+                "SwitchboardCore", "SwitchboardStore", "LineListener", "WebSocketListener", "MQTTBridge",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -150,6 +168,11 @@ let package = Package(
         .testTarget(
             name: "LineWireTests",
             dependencies: ["LineWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "MQTTBridgeTests",
+            dependencies: ["SwitchboardCore", "MQTTBridge"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

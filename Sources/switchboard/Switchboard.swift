@@ -3,6 +3,7 @@ import Foundation
 import LineListener
 import Logging
 import Metrics
+import MQTTBridge
 import Prometheus
 import ServiceLifecycle
 import SwitchboardCore
@@ -69,7 +70,7 @@ extension RoomName {
 }
 
 /// Every listener compiled into this binary.
-let registry = ListenerRegistry([LineListener.descriptor, WebSocketListener.descriptor])
+let registry = ListenerRegistry([LineListener.descriptor, WebSocketListener.descriptor, MQTTBridge.descriptor])
 
 // MARK: serve
 
