@@ -65,7 +65,7 @@ let package = Package(
         // MARK: What the NIO-based listeners share (event-loop wakeups).
         .target(
             name: "ListenerSupport",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["SwitchboardCore", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .target(

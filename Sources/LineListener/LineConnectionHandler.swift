@@ -27,6 +27,7 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         var settings: LineSettings
         var logger: Logger
         var wakeups: LoopWakeupTable
+        var encodings: EnvelopeEncodingCacheTable
     }
 
     /// Replies owed to the client, oldest first: bus answers still to come, and
@@ -57,6 +58,9 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     private var shuttingDown = false
     private var context: ChannelHandlerContext?
     private var out: ByteBuffer
+    /// This loop's shared encodings of room traffic (set in `handlerAdded`, on the loop).
+    private var encodings: EnvelopeEncodingCache!
+    private var allocator = ByteBufferAllocator()
     private var logger: Logger
 
     static let maxAuthFailures = 3
@@ -75,6 +79,7 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
         self.out = context.channel.allocator.buffer(capacity: 256)
+        self.encodings = shared.encodings.cache(for: context.eventLoop)
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
     }
 
@@ -490,25 +495,42 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         write(.err(code: code.rawValue, message: message))
     }
 
-    /// Writes an envelope as MSG/JOINED/PARTED: at once as room traffic, or in reply order (HISTORY).
+    /// Writes an envelope as MSG/JOINED/PARTED: at once as room traffic (encoded once per
+    /// event loop and shared by every receiver on it), or in reply order (HISTORY).
     private func writeEnvelope(_ envelope: Envelope, traffic: Bool) {
-        let write: (LineReply) -> Void = traffic ? writeTraffic : self.write
+        if traffic {
+            guard envelope.kind != .typing else { return }
+            out.writeImmutableBuffer(encodings.encoded(envelope, allocator: allocator))
+        } else if let reply = Self.reply(for: envelope) {
+            write(reply)
+        }
+    }
+
+    /// The line an envelope is shown as; typing is not shown.
+    static func reply(for envelope: Envelope) -> LineReply? {
         let from = envelope.from
         switch envelope.kind {
         case .join:
-            write(.joined(room: envelope.room.rawValue, user: from.user.rawValue, via: from.via.rawValue))
+            return .joined(room: envelope.room.rawValue, user: from.user.rawValue, via: from.via.rawValue)
         case .leave:
-            write(.parted(room: envelope.room.rawValue, user: from.user.rawValue, via: from.via.rawValue))
+            return .parted(room: envelope.room.rawValue, user: from.user.rawValue, via: from.via.rawValue)
         case .typing:
-            return
+            return nil
         case .chat:
-            write(.msg(room: envelope.room.rawValue, seq: envelope.seq, ts: envelope.ts, user: from.user.rawValue,
-                       via: from.via.rawValue, text: envelope.body))
+            return .msg(room: envelope.room.rawValue, seq: envelope.seq, ts: envelope.ts, user: from.user.rawValue,
+                        via: from.via.rawValue, text: envelope.body)
         default:
             let text = envelope.body.isEmpty ? "[\(envelope.kind.rawValue)]" : "[\(envelope.kind.rawValue)] \(envelope.body)"
-            write(.msg(room: envelope.room.rawValue, seq: envelope.seq, ts: envelope.ts, user: from.user.rawValue,
-                       via: from.via.rawValue, text: text))
+            return .msg(room: envelope.room.rawValue, seq: envelope.seq, ts: envelope.ts, user: from.user.rawValue,
+                        via: from.via.rawValue, text: text)
         }
+    }
+
+    /// The wire bytes of an envelope as room traffic (for ``EnvelopeEncodingCache``).
+    static func encode(_ envelope: Envelope, allocator: ByteBufferAllocator) -> ByteBuffer {
+        var buffer = allocator.buffer(capacity: 64 + envelope.body.utf8.count)
+        reply(for: envelope)?.write(into: &buffer)
+        return buffer
     }
 
     private func flush() {

@@ -85,7 +85,8 @@ final class LineListenerService: ListenerService {
         let group = MultiThreadedEventLoopGroup.singleton
         let shared = LineConnectionHandler.Shared(
             bus: context.bus, authenticator: context.authenticator, accounts: context.accounts, rooms: context.rooms,
-            settings: settings, logger: context.logger, wakeups: LoopWakeupTable(group: group))
+            settings: settings, logger: context.logger, wakeups: LoopWakeupTable(group: group),
+            encodings: EnvelopeEncodingCacheTable(group: group, encode: LineConnectionHandler.encode))
         let tracker = self.tracker
         let settings = self.settings
         let logger = context.logger

@@ -15,7 +15,7 @@ struct WebSocketShared: Sendable {
     var tokens: BearerTokens
     var settings: WebSocketSettings
     var connections: ConnectionRegistry
-    var frameCaches: EnvelopeFrameCacheTable
+    var frameCaches: EnvelopeEncodingCacheTable
     var logger: Logger
     var clock: @Sendable () -> Int64
 }
@@ -54,7 +54,7 @@ final class WebSocketConnection: Sendable {
         self.wakeups = wakeups
         self.lastInput = Atomic(NIODeadline.now().uptimeNanoseconds)
         self.logger = logger
-        let frames = shared.frameCaches.cache(for: channel.eventLoop)?.value ?? EnvelopeFrameCache()
+        let frames = shared.frameCaches.cache(for: channel.eventLoop)
         let writer = Writer(channel: channel, outbound: outbound, bus: shared.bus, logger: logger, goodbye: goodbye, frames: frames)
         self.writer = NIOLoopBound(writer, eventLoop: channel.eventLoop)
         self.drainer = NIOLoopBound(writer, eventLoop: channel.eventLoop)

@@ -36,7 +36,9 @@ final class WebSocketListenerService: ListenerService {
         self.shared = WebSocketShared(
             bus: context.bus, authenticator: context.authenticator, accounts: context.accounts,
             tokens: BearerTokens(secret: secret, ttlSeconds: settings.tokenTTLSeconds), settings: settings,
-            connections: ConnectionRegistry(), frameCaches: EnvelopeFrameCacheTable(group: MultiThreadedEventLoopGroup.singleton),
+            connections: ConnectionRegistry(), frameCaches: EnvelopeEncodingCacheTable(group: MultiThreadedEventLoopGroup.singleton) { envelope, allocator in
+                allocator.buffer(bytes: ServerFrame.envelope(envelope))
+            },
             logger: context.logger,
             clock: LocalBus.Configuration().clock)
     }

@@ -21,7 +21,7 @@ extension WebSocketConnection {
         private let bus: any MessageBus
         private let logger: Logger
         private let goodbye: Goodbye
-        private let frames: EnvelopeFrameCache
+        private let frames: EnvelopeEncodingCache
         private var session: SessionHandle?
         private var events: Deque<SessionEvent> = []
         /// Events that arrived behind a `joined` whose replay is still being read.
@@ -35,7 +35,7 @@ extension WebSocketConnection {
         static let replayPage = 500
 
         init(channel: any Channel, outbound: WebSocketOutboundWriter, bus: any MessageBus, logger: Logger, goodbye: Goodbye,
-             frames: EnvelopeFrameCache) {
+             frames: EnvelopeEncodingCache) {
             self.channel = channel
             self.frames = frames
             self.outbound = outbound
@@ -88,7 +88,7 @@ extension WebSocketConnection {
         private func handle(_ event: SessionEvent) {
             switch event {
             case .envelope(let envelope):
-                write(frames.frame(for: envelope, allocator: channel.allocator))
+                write(frames.encoded(envelope, allocator: channel.allocator))
             case .ack(let ack):
                 write(ServerFrame.ack(ack))
             case .failed(let error, let request, let room, let clientID):
