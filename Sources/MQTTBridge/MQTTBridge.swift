@@ -51,6 +51,7 @@ struct MQTTSettings: Sendable {
             keepaliveSeconds: config.int("mqtt", "keepalive_seconds"), username: optional("username"), password: optional("password"),
             caFile: optional("tls_ca_file"), certFile: optional("tls_cert_file"), keyFile: optional("tls_key_file"),
             protocolVersion: protocolName == "3.1.1" ? .v311 : .v5,
+            sessionExpirySeconds: UInt32(config.int("mqtt", "session_expiry_seconds")),
             will: (topic: "\(prefix)/status", payload: Array("offline".utf8), qos: 1, retain: true))
         rooms = config.strings("mqtt", "rooms")
         qos = Int32(config.int("mqtt", "qos"))

@@ -22,6 +22,9 @@ final class MosquittoClient: Sendable {
         var certFile: String?
         var keyFile: String?
         var protocolVersion: ProtocolVersion
+        /// MQTT 5 Session Expiry Interval: how long the broker keeps the session (and its
+        /// queued QoS 1 messages) after a disconnect. 3.1.1 sessions never expire.
+        var sessionExpirySeconds: UInt32
         /// Topic, payload, QoS and retain of the last will.
         var will: (topic: String, payload: [UInt8], qos: Int32, retain: Bool)?
     }
@@ -153,9 +156,7 @@ final class MosquittoClient: Sendable {
             var firstAttempt = true
             while running.load(ordering: .relaxed) {
                 if !connected {
-                    let rc = firstAttempt
-                        ? mosquitto_connect(handle.pointer, options.host, Int32(options.port), Int32(options.keepaliveSeconds))
-                        : mosquitto_reconnect(handle.pointer)
+                    let rc = firstAttempt ? connect() : mosquitto_reconnect(handle.pointer)
                     firstAttempt = false
                     guard rc == MOSQ_ERR_SUCCESS.rawValue else {
                         box.onEvent(.disconnected(code: rc))
@@ -173,6 +174,17 @@ final class MosquittoClient: Sendable {
         }
         thread.name = "switchboard-mqtt"
         thread.start()
+    }
+
+    /// The first connect; libmosquitto keeps its properties for every reconnect.
+    private func connect() -> Int32 {
+        var properties: OpaquePointer? = nil
+        defer { mosquitto_property_free_all(&properties) }
+        if options.protocolVersion == .v5 {
+            mosquitto_property_add_int32(&properties, Int32(MQTT_PROP_SESSION_EXPIRY_INTERVAL.rawValue), options.sessionExpirySeconds)
+        }
+        return mosquitto_connect_bind_v5(handle.pointer, options.host, Int32(options.port), Int32(options.keepaliveSeconds), nil,
+                                         properties)
     }
 
     /// Sleeps in short steps, so ``stop()`` is not held up by a long backoff.

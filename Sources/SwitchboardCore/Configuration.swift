@@ -117,6 +117,7 @@ public struct ConfigSchema: Sendable {
             Key("username", .string(nonEmpty: false), .string("")),
             Key("password", .string(nonEmpty: false), .string("")),
             Key("protocol", .choice(["auto", "5", "3.1.1"]), .string("auto")),
+            Key("session_expiry_seconds", .int(0...2_147_483_647), .int(86_400)),
             Key("tls_ca_file", .string(nonEmpty: false), .string("")),
             Key("tls_cert_file", .string(nonEmpty: false), .string("")),
             Key("tls_key_file", .string(nonEmpty: false), .string("")),
