@@ -6,7 +6,7 @@ CONFIG       ?= conf/switchboard.toml
 VENV         := .build/venv
 PYTHON       := $(VENV)/bin/python3
 BUILD_DEBS   := libsqlite3-dev libmosquitto-dev libssl-dev libxml2-dev pkg-config
-TEST_DEBS    := python3 python3-venv netcat-openbsd chromium chromium-driver
+TEST_DEBS    := python3 python3-venv netcat-openbsd chromium chromium-driver mosquitto mosquitto-clients
 BENCH_DEBS   := ngircd
 
 APT_INSTALL = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -31,12 +31,15 @@ bench-deps: test-deps
 	@$(call APT_INSTALL,$(BENCH_DEBS))
 
 ## make run: build in release mode and start the gateway with conf/switchboard.toml, data under data/.
+## With [mqtt] enabled and no broker at mqtt.host:mqtt.port, scripts/with-mosquitto.sh starts a local
+## Mosquitto with conf/mosquitto.conf (installing Debian's mosquitto if missing) and stops it afterwards.
 run: deps
 	$(SWIFT) build -c release --product switchboard
 	mkdir -p data
-	./.build/release/switchboard serve --config $(CONFIG)
+	scripts/with-mosquitto.sh --config $(CONFIG) -- ./.build/release/switchboard serve --config $(CONFIG)
 
 ## make test: unit tests (swift test), then integration tests against the built binary (pytest).
+## MQTT tests start their own Mosquitto per test (Tests/integration/mqtt_helpers.py): no global broker.
 test: test-deps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build

@@ -98,6 +98,14 @@ final class MQTTBridgeService: ListenerService, SessionSink {
 
     private struct State {
         var connected = false
+        var stopping = false
+        /// Message ids of envelopes handed to libmosquitto and not yet acknowledged.
+        var inflight: Set<Int32> = []
+        /// Acknowledgements that arrived before `publish` returned their id.
+        var earlyAcks: Set<Int32> = []
+        /// After a reconnect, libmosquitto first resends what the old connection left
+        /// unacknowledged; newer envelopes wait until those are through, to keep order.
+        var awaitingResends = false
         var everConnected = false
         var triedV311 = false
         /// Envelopes waiting for the broker, oldest first.
@@ -141,11 +149,12 @@ final class MQTTBridgeService: ListenerService, SessionSink {
                 self.drainTap()
                 self.flushPending()
                 if self.state.withLock({ $0.connected }) {
-                    try? client.publish(topic: settings.statusTopic, payload: Array("offline".utf8), qos: 1, retain: true)
+                    try? self.publishTracked(client, topic: settings.statusTopic, payload: Array("offline".utf8), qos: 1, retain: true)
                 }
                 continuation.resume()
             }
         }
+        state.withLock { $0.stopping = true }
         client.stop()
         state.withLock { $0.connected = false }
         metrics.connected(false)
@@ -159,12 +168,14 @@ final class MQTTBridgeService: ListenerService, SessionSink {
         case .connected(let code):
             connected(code: code)
         case .disconnected(let code):
-            let was = state.withLock { state in
+            let (was, stopping) = state.withLock { state in
                 defer { state.connected = false }
-                return state.connected
+                return (state.connected, state.stopping)
             }
             metrics.connected(false)
-            if was {
+            if stopping {
+                logger.info("mqtt bridge disconnected")
+            } else if was {
                 metrics.reconnect()
                 logger.warning("mqtt broker connection lost; reconnecting", metadata: ["code": "\(code)"])
             } else if code != 0 {
@@ -172,6 +183,18 @@ final class MQTTBridgeService: ListenerService, SessionSink {
             }
         case .message(let message):
             receive(message)
+        case .published(let mid):
+            let resendsDone = state.withLock { state -> Bool in
+                // QoS 0 publishes are reported too; they were never tracked, so keep this bounded.
+                if state.inflight.remove(mid) == nil {
+                    if state.earlyAcks.count > 1024 { state.earlyAcks.removeAll() }
+                    state.earlyAcks.insert(mid)
+                }
+                guard state.awaitingResends, state.inflight.isEmpty else { return false }
+                state.awaitingResends = false
+                return true
+            }
+            if resendsDone { queue.async { self.flushPending() } }
         }
     }
 
@@ -190,12 +213,13 @@ final class MQTTBridgeService: ListenerService, SessionSink {
         }
         do {
             try client.subscribe(settings.inboundFilter, qos: 1)
-            try client.publish(topic: settings.statusTopic, payload: Array("online".utf8), qos: 1, retain: true)
+            try publishTracked(client, topic: settings.statusTopic, payload: Array("online".utf8), qos: 1, retain: true)
         } catch {
             logger.error("mqtt subscribe failed", metadata: ["error": "\(error)"])
         }
         let first = state.withLock { state in
             state.connected = true
+            state.awaitingResends = !state.inflight.isEmpty
             defer { state.everConnected = true }
             return !state.everConnected
         }
@@ -302,12 +326,21 @@ final class MQTTBridgeService: ListenerService, SessionSink {
         flushPending()
     }
 
+    /// Publishes and, for QoS 1 and 2, remembers the message id until it is acknowledged.
+    private func publishTracked(_ client: MosquittoClient, topic: String, payload: [UInt8], qos: Int32, retain: Bool) throws {
+        let mid = try client.publish(topic: topic, payload: payload, qos: qos, retain: retain)
+        guard qos > 0 else { return }
+        state.withLock { state in
+            if state.earlyAcks.remove(mid) == nil { state.inflight.insert(mid) }
+        }
+    }
+
     /// Publishes queued envelopes in order while connected.
     private func flushPending() {
         guard let client = client.withLock({ $0 }) else { return }
-        while let envelope = state.withLock({ $0.connected ? $0.pending.first : nil }) {
+        while let envelope = state.withLock({ $0.connected && !$0.awaitingResends ? $0.pending.first : nil }) {
             do {
-                try client.publish(topic: settings.outboundTopic(envelope.room), payload: envelope.jsonBytes(),
+                try publishTracked(client, topic: settings.outboundTopic(envelope.room), payload: envelope.jsonBytes(),
                                    qos: settings.qos, retain: false)
             } catch {
                 // Lost the broker between the check and the publish: it stays queued.

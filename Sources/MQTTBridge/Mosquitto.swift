@@ -47,6 +47,8 @@ final class MosquittoClient: Sendable {
         /// The connection is gone (`code` 0: we asked for it).
         case disconnected(code: Int32)
         case message(Message)
+        /// The publish with this message id is done: PUBACK for QoS 1, sent for QoS 0.
+        case published(mid: Int32)
     }
 
     /// A libmosquitto error code with its text.
@@ -103,6 +105,9 @@ final class MosquittoClient: Sendable {
         }
         mosquitto_disconnect_v5_callback_set(mosq) { _, obj, rc, _ in
             MosquittoClient.box(obj).onEvent(.disconnected(code: rc))
+        }
+        mosquitto_publish_v5_callback_set(mosq) { _, obj, mid, _, _ in
+            MosquittoClient.box(obj).onEvent(.published(mid: mid))
         }
         mosquitto_message_v5_callback_set(mosq) { _, obj, message, _ in
             guard let message = message?.pointee, let topic = message.topic else { return }
@@ -212,11 +217,14 @@ final class MosquittoClient: Sendable {
 
     // MARK: Operations (any thread)
 
-    /// Queues a publish; fails with `MOSQ_ERR_NO_CONN` while disconnected.
-    func publish(topic: String, payload: [UInt8], qos: Int32, retain: Bool) throws(Failure) {
+    /// Queues a publish and returns its message id; fails with `MOSQ_ERR_NO_CONN` while disconnected.
+    @discardableResult
+    func publish(topic: String, payload: [UInt8], qos: Int32, retain: Bool) throws(Failure) -> Int32 {
+        var mid: Int32 = 0
         try check(payload.withUnsafeBytes { bytes in
-            mosquitto_publish(handle.pointer, nil, topic, Int32(bytes.count), bytes.baseAddress, qos, retain)
+            mosquitto_publish(handle.pointer, &mid, topic, Int32(bytes.count), bytes.baseAddress, qos, retain)
         })
+        return mid
     }
 
     /// Switches the protocol for the next (re)connect.

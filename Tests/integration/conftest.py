@@ -7,6 +7,15 @@
 A Server has .port, .config_path, .data_dir, .proc, .cli(*args, input=None), .restart(),
 .kill9(), .stop(), .client(user) -> LineClient. Its output goes to serve-N.log in the test's
 tmp dir and is printed when the test fails.
+
+MQTT (tests/test_mqtt.py): the bridge is off unless a test turns it on.
+
+    make_broker(acl=False, persistence=True) -> a started mqtt_helpers.Broker (own mosquitto,
+                                   free port, temp config/persistence dir; stop/kill/restart)
+    broker                      -> make_broker()
+    make_server(mqtt={"enabled": True, "port": broker.port, ...})
+                                -> a gateway bridging that broker
+Broker logs are printed when the test fails, like the server's.
 """
 
 from __future__ import annotations
@@ -64,6 +73,39 @@ def make_server(binary, tmp_path, request):
         s.teardown()
         if failed:
             print(f"\n===== switchboard output ({s.tmp}) =====\n{s.log_text()}")
+
+
+def _failed(request) -> bool:
+    return any(getattr(request.node, f"rep_{w}", None) is not None and getattr(request.node, f"rep_{w}").failed
+               for w in ("setup", "call"))
+
+
+@pytest.fixture
+def make_broker(tmp_path, request):
+    """Starts a private Mosquitto per call (imports paho/mosquitto only for the tests that ask)."""
+    import mqtt_helpers
+
+    brokers: list = []
+
+    def make(acl: bool = False, persistence: bool = True, start: bool = True):
+        b = mqtt_helpers.Broker(tmp_path / f"broker{len(brokers) + 1}", acl=acl, persistence=persistence)
+        brokers.append(b)
+        if start:
+            b.start()
+        return b
+
+    yield make
+
+    failed = _failed(request)
+    for b in brokers:
+        b.teardown()
+        if failed:
+            print(f"\n===== mosquitto output ({b.tmp}) =====\n{b.log_text()}")
+
+
+@pytest.fixture
+def broker(make_broker):
+    return make_broker()
 
 
 @pytest.fixture
