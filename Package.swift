@@ -62,6 +62,17 @@ let package = Package(
             dependencies: [.product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
+        // MARK: XMPP: libxml2 (system library) and the wire layer (XML stream reader, serializer).
+        .systemLibrary(
+            name: "CLibXML2",
+            pkgConfig: "libxml-2.0",
+            providers: [.apt(["libxml2-dev"])]
+        ),
+        .target(
+            name: "XMPPWire",
+            dependencies: ["CLibXML2"],
+            swiftSettings: swiftSettings
+        ),
         // MARK: What the NIO-based listeners share (event-loop wakeups).
         .target(
             name: "ListenerSupport",
@@ -116,6 +127,20 @@ let package = Package(
             ],
             swiftSettings: swiftSettings
         ),
+        // MARK: XMPP client streams and MUC, on the XMPPWire reader.
+        .target(
+            name: "XMPPListener",
+            dependencies: [
+                "SwitchboardCore", "ListenerSupport", "XMPPWire",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // MARK: Helpers shared by the test targets (binary runner, free ports, line client).
         .target(
             name: "SwitchboardTesting",
@@ -130,7 +155,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardStore", "LineListener", "WebSocketListener", "MQTTBridge",
+                "SwitchboardCore", "SwitchboardStore", "LineListener", "WebSocketListener", "MQTTBridge", "XMPPListener",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -168,6 +193,16 @@ let package = Package(
         .testTarget(
             name: "LineWireTests",
             dependencies: ["LineWire", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "XMPPWireTests",
+            dependencies: ["XMPPWire"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "XMPPListenerTests",
+            dependencies: ["SwitchboardCore", "XMPPListener", "XMPPWire"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

@@ -39,29 +39,6 @@ struct LineSettings: Sendable {
     }
 }
 
-/// The open connections, so shutdown can reach each one and max_connections holds.
-final class ConnectionTracker: Sendable {
-    private let channels = Mutex<[ObjectIdentifier: any Channel]>([:])
-    private let limit: Int
-
-    init(limit: Int) { self.limit = limit }
-
-    /// Registers `channel`; false when the limit is reached.
-    func add(_ channel: any Channel) -> Bool {
-        channels.withLock { map in
-            guard map.count < limit else { return false }
-            map[ObjectIdentifier(channel)] = channel
-            return true
-        }
-    }
-
-    func remove(_ channel: any Channel) {
-        _ = channels.withLock { $0.removeValue(forKey: ObjectIdentifier(channel)) }
-    }
-
-    var all: [any Channel] { channels.withLock { Array($0.values) } }
-}
-
 /// Sent down each pipeline when the server shuts down.
 struct LineShutdownEvent: Sendable {}
 

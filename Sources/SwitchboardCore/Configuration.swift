@@ -105,6 +105,11 @@ public struct ConfigSchema: Sendable {
         ]),
         ("xmpp", listenerKeys(port: 5222, enabled: false) + [
             Key("allow_plain_without_tls", .bool, .bool(false)),
+            Key("max_stanza_bytes", .int(4096...16_777_216), .int(262_144)),
+            Key("max_connections", .int(1...1_000_000), .int(1000)),
+            Key("idle_timeout_seconds", .int(1...86_400), .int(600)),
+            Key("rate_per_second", .int(1...1_000_000), .int(50)),
+            Key("rate_burst", .int(1...1_000_000), .int(200)),
         ]),
         ("sip", listenerKeys(port: 5060, enabled: false)),
         ("mqtt", [

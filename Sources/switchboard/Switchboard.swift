@@ -9,6 +9,7 @@ import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardStore
 import WebSocketListener
+import XMPPListener
 
 /// The `switchboard` command line.
 @main
@@ -70,7 +71,7 @@ extension RoomName {
 }
 
 /// Every listener compiled into this binary.
-let registry = ListenerRegistry([LineListener.descriptor, WebSocketListener.descriptor, MQTTBridge.descriptor])
+let registry = ListenerRegistry([LineListener.descriptor, WebSocketListener.descriptor, MQTTBridge.descriptor, XMPPListener.descriptor])
 
 // MARK: serve
 
