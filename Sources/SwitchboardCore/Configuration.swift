@@ -105,6 +105,8 @@ public struct ConfigSchema: Sendable {
         ]),
         ("xmpp", listenerKeys(port: 5222, enabled: false) + [
             Key("allow_plain_without_tls", .bool, .bool(false)),
+            Key("tls_cert_file", .string(nonEmpty: false), .string("")),
+            Key("tls_key_file", .string(nonEmpty: false), .string("")),
             Key("max_stanza_bytes", .int(4096...16_777_216), .int(262_144)),
             Key("max_connections", .int(1...1_000_000), .int(1000)),
             Key("idle_timeout_seconds", .int(1...86_400), .int(600)),

@@ -3,6 +3,7 @@ import Foundation
 import ListenerSupport
 import Logging
 import NIOCore
+import NIOSSL
 import SwitchboardCore
 import XMPPWire
 
@@ -26,6 +27,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         var settings: XMPPSettings
         var logger: Logger
         var wakeups: LoopWakeupTable
+        var tls: NIOSSLContext
     }
 
     private enum Phase {
@@ -69,6 +71,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     private var closing = false
     private var reading = true
     private var authFailures = 0
+    private var tlsActive = false
     private var limiter: TokenBucket
     private var session: SessionHandle?
     private var jid: JID?
@@ -190,11 +193,12 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         switch phase {
         case .awaitingHeader:
             phase = .unauthenticated
+            if !tlsActive { features.append(Stanza.element("starttls", NS.tls)) }
             var mechanisms = Stanza.element("mechanisms", NS.sasl)
             for mechanism in ScramServer.Mechanism.allCases {
                 mechanisms.append(Stanza.element("mechanism", NS.sasl, text: mechanism.rawValue))
             }
-            if shared.settings.allowPlainWithoutTLS {
+            if tlsActive || shared.settings.allowPlainWithoutTLS {
                 mechanisms.append(Stanza.element("mechanism", NS.sasl, text: "PLAIN"))
             }
             features.append(mechanisms)
@@ -231,10 +235,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
 
     private func handleAuthentication(_ stanza: XMLElement) {
         guard stanza.namespace == NS.sasl else {
-            if stanza.name == "starttls" {
-                // No TLS in this build's configuration: RFC 6120 §5.4.2.2.
-                write(Stanza.element("failure", NS.tls))
-                flushAndClose(trailer: "</stream:stream>")
+            if stanza.name == "starttls", stanza.namespace == NS.tls, case .unauthenticated = phase, !tlsActive {
+                startTLS()
                 return
             }
             streamError("not-authorized", text: "authenticate first")
@@ -245,7 +247,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             let mechanism = stanza.attribute("mechanism") ?? ""
             let payload = decodeSASL(stanza.text)
             if mechanism == "PLAIN" {
-                guard shared.settings.allowPlainWithoutTLS else {
+                guard tlsActive || shared.settings.allowPlainWithoutTLS else {
                     saslFailure("encryption-required", text: "PLAIN needs TLS")
                     return
                 }
@@ -263,6 +265,24 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         default:
             saslFailure("malformed-request", text: "unexpected \(stanza.name)")
         }
+    }
+
+    /// RFC 6120 §5.4: `<proceed/>` in the clear, then TLS from the next byte on, then a new stream.
+    private func startTLS() {
+        guard let context else { return }
+        write(Stanza.element("proceed", NS.tls))
+        flush()
+        do {
+            try context.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: shared.tls), position: .first)
+        } catch {
+            streamError("internal-server-error", text: "TLS could not start")
+            return
+        }
+        tlsActive = true
+        phase = .awaitingHeader
+        reader.reset()
+        held.removeAll()
+        logger.debug("xmpp stream switched to TLS")
     }
 
     private func decodeSASL(_ text: String) -> String? {

@@ -11,7 +11,7 @@ import SwitchboardCore
 public enum XMPPListener {
     /// How the registry finds this listener.
     public static let descriptor = ListenerDescriptor(section: "xmpp", via: .xmpp) { context in
-        XMPPListenerService(context: context)
+        try XMPPListenerService(context: context)
     }
 }
 
@@ -27,6 +27,9 @@ struct XMPPSettings: Sendable {
     var ratePerSecond: Int
     var rateBurst: Int
     var shutdownGraceSeconds: Int
+    var tlsCertFile: String?
+    var tlsKeyFile: String?
+    var dataDir: String
 
     init(_ config: SwitchboardConfiguration) {
         bind = config.string("xmpp", "bind")
@@ -39,6 +42,11 @@ struct XMPPSettings: Sendable {
         ratePerSecond = config.int("xmpp", "rate_per_second")
         rateBurst = config.int("xmpp", "rate_burst")
         shutdownGraceSeconds = config.int("server", "shutdown_grace_seconds")
+        let cert = config.string("xmpp", "tls_cert_file")
+        let key = config.string("xmpp", "tls_key_file")
+        tlsCertFile = cert.isEmpty ? nil : cert
+        tlsKeyFile = key.isEmpty ? nil : key
+        dataDir = config.string("server", "data_dir")
     }
 }
 
@@ -49,10 +57,21 @@ final class XMPPListenerService: ListenerService {
     private let ready = Atomic<Bool>(false)
     private let tracker: ConnectionTracker
 
-    init(context: ListenerContext) {
+    private let tls: XMPPTLS
+
+    init(context: ListenerContext) throws {
         self.context = context
-        self.settings = XMPPSettings(context.configuration)
+        let settings = XMPPSettings(context.configuration)
+        self.settings = settings
         self.tracker = ConnectionTracker(limit: settings.maxConnections)
+        guard (settings.tlsCertFile == nil) == (settings.tlsKeyFile == nil) else {
+            throw SwitchboardError("tls_setup", "xmpp.tls_cert_file and xmpp.tls_key_file go together")
+        }
+        do {
+            self.tls = try XMPPTLS.load(settings: settings)
+        } catch {
+            throw SwitchboardError("tls_setup", "cannot set up TLS for XMPP: \(error)")
+        }
     }
 
     var isReady: Bool { ready.load(ordering: .relaxed) }
@@ -61,7 +80,7 @@ final class XMPPListenerService: ListenerService {
         let group = MultiThreadedEventLoopGroup.singleton
         let shared = XMPPConnectionHandler.Shared(
             bus: context.bus, accounts: context.accounts, authenticator: context.authenticator, rooms: context.rooms,
-            settings: settings, logger: context.logger, wakeups: LoopWakeupTable(group: group))
+            settings: settings, logger: context.logger, wakeups: LoopWakeupTable(group: group), tls: tls.context)
         let tracker = self.tracker
         let settings = self.settings
         let server = try await ServerBootstrap(group: group)
@@ -86,7 +105,9 @@ final class XMPPListenerService: ListenerService {
             .bind(host: settings.bind, port: settings.port)
             .get()
         ready.store(true, ordering: .relaxed)
-        context.logger.info("xmpp listener ready", metadata: ["address": "\(settings.bind):\(settings.port)", "domain": "\(settings.domain)"])
+        context.logger.info("xmpp listener ready", metadata: [
+            "address": "\(settings.bind):\(settings.port)", "domain": "\(settings.domain)",
+            "certificate": "\(tls.source)", "sha256_fingerprint": "\(tls.fingerprint)"])
 
         try? await gracefulShutdown()
 

@@ -26,6 +26,11 @@ import CLibXML2
 /// SAX callbacks that stop it at a DOCTYPE, an entity declaration or an entity reference, so no
 /// entity is ever declared, expanded or loaded.
 ///
+/// **Encoding.** The stream is UTF-8 whatever its XML declaration says (`XML_PARSE_IGNORE_ENC`).
+/// Bytes are checked before libxml2 sees them: a byte sequence that is not UTF-8 is
+/// `unsupported-encoding`, a NUL byte `not-well-formed` (so libxml2 never guesses UTF-16 or
+/// UCS-4).
+///
 /// **Limits.** Depth, stanza size and attribute count are bounded by ``Limits``; exceeding one is
 /// `policy-violation`. Input is handed to libxml2 in slices of at most 16 KiB and the size limit
 /// is checked after each, so the memory held for an unfinished stanza is bounded by
