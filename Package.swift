@@ -78,7 +78,11 @@ let package = Package(
         // MARK: What the NIO-based listeners share (event-loop wakeups).
         .target(
             name: "ListenerSupport",
-            dependencies: ["SwitchboardCore", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "SwitchboardCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+            ],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -172,7 +176,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard-bench",
             dependencies: [
-                "SwitchboardCore", "SwitchboardStore", "SwitchboardTesting",
+                "SwitchboardCore", "SwitchboardStore", "SwitchboardTesting", "CMosquitto",
                 .product(name: "DequeModule", package: "swift-collections"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -1,34 +1,35 @@
+import DequeModule
 import NIOCore
 import SwitchboardCore
 
 /// The wire encodings an event loop produced most recently, so a fan-out to many
 /// connections on one loop encodes each envelope once instead of once per receiver.
 ///
-/// Confined to its event loop (every connection on the loop shares it); a small
-/// ring, because a burst delivers the same few envelopes to every connection in
-/// the same order.
+/// Confined to its event loop (every connection on the loop shares it). Keyed by
+/// the envelope's shared storage, so a lookup is one hash of a pointer; each entry
+/// keeps its envelope alive, so a key cannot be reused while it is cached.
 public final class EnvelopeEncodingCache {
     private let encode: (Envelope, ByteBufferAllocator) -> ByteBuffer
-    private var entries: [(id: String, room: RoomName, encoded: ByteBuffer)?]
-    private var next = 0
+    private var entries: [ObjectIdentifier: (envelope: Envelope, encoded: ByteBuffer)] = [:]
+    private var order: Deque<ObjectIdentifier> = []
+    private let capacity: Int
 
-    public init(capacity: Int = 64, encode: @escaping (Envelope, ByteBufferAllocator) -> ByteBuffer) {
+    public init(capacity: Int = 512, encode: @escaping (Envelope, ByteBufferAllocator) -> ByteBuffer) {
         self.encode = encode
-        entries = Array(repeating: nil, count: capacity)
+        self.capacity = capacity
+        entries.reserveCapacity(capacity + 1)
     }
 
     /// The encoding of `envelope`, from the cache or made now.
     public func encoded(_ envelope: Envelope, allocator: ByteBufferAllocator) -> ByteBuffer {
-        // Newest first: the entry just written is the likeliest hit.
-        var index = next
-        for _ in 0..<entries.count {
-            index = index == 0 ? entries.count - 1 : index - 1
-            guard let entry = entries[index] else { break }
-            if entry.id == envelope.id && entry.room == envelope.room { return entry.encoded }
-        }
+        let key = envelope.storageIdentity
+        if let entry = entries[key] { return entry.encoded }
         let encoded = encode(envelope, allocator)
-        entries[next] = (envelope.id, envelope.room, encoded)
-        next = (next + 1) % entries.count
+        entries[key] = (envelope, encoded)
+        order.append(key)
+        if order.count > capacity, let oldest = order.popFirst() {
+            entries[oldest] = nil
+        }
         return encoded
     }
 }

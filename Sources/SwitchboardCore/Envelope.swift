@@ -66,6 +66,11 @@ public struct Envelope: Hashable, Sendable, Codable {
         }
     }
 
+    /// Identifies this envelope's shared storage: the copies the bus hands to every session
+    /// of a room share it, so a listener can cache an encoding per envelope in O(1). Only
+    /// meaningful while the envelope is alive (keep it alongside the key).
+    public var storageIdentity: ObjectIdentifier { ObjectIdentifier(storage) }
+
     /// Server-assigned ULID: unique and time-ordered.
     public var id: String {
         get { storage.id }

@@ -144,6 +144,32 @@ enum ServerFrame {
 
     static let pong: [UInt8] = Array(#"{"op":"pong"}"#.utf8)
 
+    /// `payload` as one complete, unmasked, final text frame (RFC 6455 §5.2), ready for the socket.
+    static func textFrame(_ payload: [UInt8], allocator: ByteBufferAllocator) -> ByteBuffer {
+        var frame = allocator.buffer(capacity: payload.count + 10)
+        frame.writeInteger(UInt8(0x81))
+        if payload.count < 126 {
+            frame.writeInteger(UInt8(payload.count))
+        } else if payload.count <= Int(UInt16.max) {
+            frame.writeInteger(UInt8(126))
+            frame.writeInteger(UInt16(payload.count))
+        } else {
+            frame.writeInteger(UInt8(127))
+            frame.writeInteger(UInt64(payload.count))
+        }
+        frame.writeBytes(payload)
+        return frame
+    }
+
+    /// The header length of a frame made by ``textFrame(_:allocator:)``.
+    static func headerLength(_ frame: ByteBuffer) -> Int {
+        switch (frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self) ?? 0) & 0x7F {
+        case 126: 4
+        case 127: 10
+        default: 2
+        }
+    }
+
     // MARK: Building blocks
 
     static func object(op: String, _ fields: (inout [UInt8]) -> Void) -> [UInt8] {

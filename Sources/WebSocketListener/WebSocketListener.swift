@@ -37,7 +37,7 @@ final class WebSocketListenerService: ListenerService {
             bus: context.bus, authenticator: context.authenticator, accounts: context.accounts,
             tokens: BearerTokens(secret: secret, ttlSeconds: settings.tokenTTLSeconds), settings: settings,
             connections: ConnectionRegistry(), frameCaches: EnvelopeEncodingCacheTable(group: MultiThreadedEventLoopGroup.singleton) { envelope, allocator in
-                allocator.buffer(bytes: ServerFrame.envelope(envelope))
+                ServerFrame.textFrame(ServerFrame.envelope(envelope), allocator: allocator)
             },
             logger: context.logger,
             clock: LocalBus.Configuration().clock)

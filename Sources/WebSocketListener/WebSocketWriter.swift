@@ -22,6 +22,10 @@ extension WebSocketConnection {
         private let logger: Logger
         private let goodbye: Goodbye
         private let frames: EnvelopeEncodingCache
+        /// The WebSocket frame encoder's place in the pipeline: frames this writer encodes
+        /// itself (``ServerFrame/textFrame(_:allocator:)``) are written from there, past it.
+        /// Nil if the pipeline has no such encoder; frames then go through it.
+        private let encoderContext: ChannelHandlerContext?
         private var session: SessionHandle?
         private var events: Deque<SessionEvent> = []
         /// Events that arrived behind a `joined` whose replay is still being read.
@@ -38,6 +42,7 @@ extension WebSocketConnection {
              frames: EnvelopeEncodingCache) {
             self.channel = channel
             self.frames = frames
+            self.encoderContext = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
             self.outbound = outbound
             self.bus = bus
             self.logger = logger
@@ -168,12 +173,19 @@ extension WebSocketConnection {
             }
         }
 
-        private func write(_ frame: [UInt8]) {
-            write(channel.allocator.buffer(bytes: frame))
+        private func write(_ payload: [UInt8]) {
+            write(ServerFrame.textFrame(payload, allocator: channel.allocator))
         }
 
-        private func write(_ buffer: ByteBuffer) {
-            channel.write(WebSocketFrame(fin: true, opcode: .text, data: buffer), promise: nil)
+        /// Writes a complete, unmasked text frame (header included).
+        private func write(_ frame: ByteBuffer) {
+            if let encoderContext {
+                encoderContext.write(NIOAny(frame), promise: nil)
+            } else {
+                let payload = frame.getSlice(at: frame.readerIndex + ServerFrame.headerLength(frame),
+                                             length: frame.readableBytes - ServerFrame.headerLength(frame))!
+                channel.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
+            }
             pendingFlush = true
         }
 

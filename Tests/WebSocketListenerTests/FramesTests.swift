@@ -81,3 +81,27 @@ import Testing
         #expect((history["envelopes"] as? [Any])?.isEmpty == true)
     }
 }
+
+@Suite struct TextFrameTests {
+    @Test(arguments: [0, 5, 125, 126, 200, 65_535, 65_536, 70_000])
+    func headerCarriesTheLength(_ count: Int) {
+        let payload = [UInt8](repeating: UInt8(ascii: "x"), count: count)
+        let frame = ServerFrame.textFrame(payload, allocator: ByteBufferAllocator())
+        let bytes = Array(frame.readableBytesView)
+        #expect(bytes[0] == 0x81, "FIN + text opcode")
+        #expect(bytes[1] & 0x80 == 0, "server frames are not masked")
+        let header = ServerFrame.headerLength(frame)
+        switch count {
+        case ..<126:
+            #expect(header == 2)
+            #expect(Int(bytes[1]) == count)
+        case ...65_535:
+            #expect(header == 4)
+            #expect(Int(bytes[2]) << 8 | Int(bytes[3]) == count)
+        default:
+            #expect(header == 10)
+            #expect(bytes[2..<10].reduce(0) { $0 << 8 | Int($1) } == count)
+        }
+        #expect(Array(bytes[header...]) == payload)
+    }
+}
