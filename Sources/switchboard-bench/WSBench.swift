@@ -300,6 +300,7 @@ struct WSIdleCommand: AsyncParsableCommand {
     @Option(help: "Password of every user.") var password = ""
     @Option(help: "Room to join.") var room = "bench"
     @Option(help: "Seconds to hold the connections at most (stdin EOF ends earlier).") var hold: Double = 900
+    @Option(help: "How far each connection is set up: join (auth + join), auth, or upgrade only.") var stage: IdleStage = .join
 
     func validate() throws {
         guard clients >= 1, users >= 1, hold > 0 else { throw ValidationError("clients, users, hold must be positive") }
@@ -323,7 +324,7 @@ struct WSIdleCommand: AsyncParsableCommand {
         let counters = WSCounters()
         let settings = WSSettings(
             host: connect.host, port: connect.port, room: room, total: 0, intervalNanos: 1, window: 1,
-            deliveryWindow: 0, receivers: clients, bodyBytes: 64, sampleStride: 1)
+            deliveryWindow: 0, receivers: clients, bodyBytes: 64, sampleStride: 1, idleStage: stage)
         let names = (0..<min(users, clients)).map { String(format: "%@%03d", userPrefix, $0) }
         let setupStart = monoNanos()
         let tokens = try await fetchTokens(group: group, host: connect.host, port: connect.port, users: names, password: password)
@@ -341,7 +342,7 @@ struct WSIdleCommand: AsyncParsableCommand {
         let setupSeconds = Double(monoNanos() - setupStart) / 1e9
         state.resetErrors()
         emitJSON([
-            "bench": "ws-idle", "phase": "ready", "clients": clients, "users": names.count,
+            "bench": "ws-idle", "phase": "ready", "clients": clients, "users": names.count, "stage": stage.rawValue,
             "setup_seconds": round3(setupSeconds), "client_rss_kib": ownRSSKiB(), "pid": Int(getpid()),
         ])
 

@@ -143,6 +143,13 @@ struct WSSettings: Sendable {
     var bodyBytes: Int
     /// Receivers keep the latency of one message in `sampleStride`.
     var sampleStride: Int
+    /// How far an idle connection goes: `join` (auth + join), `auth`, or `upgrade` only.
+    var idleStage: IdleStage = .join
+}
+
+/// How far `ws-idle` connections are set up (for a memory breakdown).
+enum IdleStage: String, ExpressibleByArgument, CaseIterable, Sendable {
+    case upgrade, auth, join
 }
 
 /// One WebSocket connection: upgrade, `auth` with a bearer token, `join`, then receive (or send) and measure.
@@ -262,8 +269,13 @@ final class WSClientHandler: ChannelInboundHandler {
                 context.close(promise: nil)
                 return
             }
-            phase = .auth
-            sendText(#"{"op":"auth","token":""# + token + #""}"#, context: context)
+            if role == .idle && settings.idleStage == .upgrade {
+                phase = .ready
+                ready.succeed(())
+            } else {
+                phase = .auth
+                sendText(#"{"op":"auth","token":""# + token + #""}"#, context: context)
+            }
         }
         var delivered = 0
         var frames = 0
@@ -357,6 +369,11 @@ final class WSClientHandler: ChannelInboundHandler {
             phase = .closed
             context.close(promise: nil)
         } else if phase == .auth, WSWire.hasPrefix(text, #"{"op":"authenticated""#) {
+            if role == .idle && settings.idleStage == .auth {
+                phase = .ready
+                ready.succeed(())
+                return 0
+            }
             phase = .joining
             sendText(#"{"op":"join","room":""# + settings.room + #""}"#, context: context)
         } else if phase == .joining, WSWire.hasPrefix(text, #"{"op":"joined""#) {

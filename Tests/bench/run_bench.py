@@ -15,6 +15,8 @@ are removed.
 2. History group commit (`switchboard-bench history raw|flood|paced`).
 3. End to end on loopback (`switchboard-bench line`): the real `switchboard serve` (line
    protocol) and ngircd (IRC), the same load generator against both.
+4. WebSocket (`switchboard-bench ws`, `ws-idle`): fan-out to 10,000 / 1,000 WebSocket clients (paced
+   and saturated), server memory per idle authenticated connection, line <-> WebSocket latency.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ FANOUT_TARGET = 2_000_000          # envelope deliveries per second
 HISTORY_TARGET = 200_000           # envelopes per second committed through the bus
 PACED_P99_TARGET_MS = 5.0          # ack latency p99 at 10,000 envelopes/s
 LINE_P99_TARGET_MS = 1.0           # end-to-end delivery latency p99, line protocol
+WS_FANOUT_TARGET = 1_000_000       # WebSocket deliveries per second at saturation (10,000 clients)
+WS_P99_TARGET_MS = 5.0             # WebSocket end-to-end latency p99 at 1,000 msg/s into 10,000 clients
+WS_MEM_TARGET_KIB = 8.0            # server RSS per idle authenticated WebSocket connection
+CROSS_P99_TARGET_MS = 5.0          # line <-> WebSocket latency p99 at 1,000 msg/s (same bound as WS)
 
 # --------------------------------------------------------------------------------------------
 # Processes and temp dirs: everything started here is stopped on exit.
@@ -354,7 +360,8 @@ def toml_value(v) -> str:
     return json.dumps(str(v))
 
 
-def write_switchboard_config(path: Path, data_dir: Path, port: int) -> None:
+def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int | None = None) -> None:
+    """Only `[line]` on `port`; with `ws_port` also `[websocket]` (sized for 20,000 connections)."""
     sections = {
         "server": {"data_dir": str(data_dir)},
         "log": {"level": "warning"},
@@ -365,6 +372,9 @@ def write_switchboard_config(path: Path, data_dir: Path, port: int) -> None:
         "sip": {"enabled": False, "port": free_port()},
         "mqtt": {"enabled": False},
     }
+    if ws_port is not None:
+        sections["line"]["max_connections"] = 2000
+        sections["websocket"] = dict(WS_SERVER_SETTINGS, enabled=True, bind="127.0.0.1", port=ws_port)
     text = []
     for section, keys in sections.items():
         text.append(f"[{section}]")
@@ -374,13 +384,14 @@ def write_switchboard_config(path: Path, data_dir: Path, port: int) -> None:
 
 
 class SwitchboardServer:
-    def __init__(self, binary: str, password: str):
+    def __init__(self, binary: str, password: str, websocket: bool = False):
         self.binary = binary
         self.password = password
         self.dir = make_tmpdir("serve")
         self.port = free_port()
+        self.ws_port = free_port() if websocket else None
         self.config = self.dir / "switchboard.toml"
-        write_switchboard_config(self.config, self.dir / "data", self.port)
+        write_switchboard_config(self.config, self.dir / "data", self.port, self.ws_port)
         self.env = bench_env()
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "serve.log"
@@ -397,6 +408,8 @@ class SwitchboardServer:
         self.proc = start_process([self.binary, "serve", "--config", str(self.config)], self.log,
                                   env=self.env, cwd=self.dir)
         wait_port(self.port, self.proc, self.log)
+        if self.ws_port is not None:
+            wait_port(self.ws_port, self.proc, self.log)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -510,6 +523,299 @@ def bench_line(binary: str, bench_bin: str, ngircd: str | None, repeats: int, qu
 
 
 # --------------------------------------------------------------------------------------------
+# 4. WebSocket: fan-out, memory per idle connection, line <-> WebSocket
+
+
+WS_CLIENTS = 10_000
+WS_SMALL_CLIENTS = 1_000
+WS_USERS = 100                 # receivers log in as bench000…bench099 (several connections per user)
+WS_RATE = 1000
+WS_LOW_RATE = 10               # a rate 10,000 clients can be served at (for a latency figure below saturation)
+WS_DRAIN_SECONDS = 30          # how long a run waits for deliveries after the last send
+WS_IDLE_POINTS = (5_000, 15_000)
+CROSS_RECEIVERS = 100
+
+# The [websocket] section of the WebSocket benchmarks' server (the rest is the default).
+WS_SERVER_SETTINGS = {
+    "max_connections": 20000,
+    "rate_per_second": 1_000_000,   # the saturating sender sends far more than 50 frames/s
+    "rate_burst": 1_000_000,
+    "idle_timeout_seconds": 3600,   # idle connections of the memory test send nothing
+}
+
+
+def proc_rss_kib(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def proc_threads(pid: int) -> int | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def proc_cpu_seconds(pid: int) -> float | None:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def settle_rss(pid: int, seconds: float = 3.0) -> int | None:
+    """The server's VmRSS after `seconds` (the median of 5 readings over the last second)."""
+    time.sleep(max(0.0, seconds - 1.0))
+    readings = []
+    for _ in range(5):
+        v = proc_rss_kib(pid)
+        if v is not None:
+            readings.append(v)
+        time.sleep(0.2)
+    return int(statistics.median(readings)) if readings else None
+
+
+def raise_nofile() -> str:
+    """Raises this process's soft open-files limit to the hard one (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return f"{soft} (hard {hard})"
+
+
+def ws_server(binary: str, password: str, names: list[str]) -> SwitchboardServer:
+    server = SwitchboardServer(binary, password, websocket=True)
+    log(f"switchboard (websocket): creating {len(names)} users")
+    server.add_users(names)
+    server.start()
+    return server
+
+
+def ws_load(server: SwitchboardServer, bench_bin: str, password: str, room: str, *, clients: int,
+            receivers_via: str = "ws", sender_via: str = "ws", rate: int = WS_RATE, seconds: float = 10,
+            saturate: bool = False, messages: int = 0, source_addresses: int = 4) -> dict:
+    args = [bench_bin, "ws", "--host", "127.0.0.1", "--port", str(server.ws_port), "--line-port", str(server.port),
+            "--clients", str(clients), "--users", str(WS_USERS), "--receivers-via", receivers_via,
+            "--sender-via", sender_via, "--user-prefix", "bench", "--password", password, "--room", room,
+            "--source-addresses", str(source_addresses), "--drain-timeout", str(WS_DRAIN_SECONDS)]
+    if saturate:
+        args += ["--saturate", "--messages", str(messages)]
+        budget = messages / 50 + 300
+    else:
+        args += ["--rate", str(rate), "--seconds", str(seconds)]
+        budget = seconds * 3 + 300
+    cpu0 = proc_cpu_seconds(server.proc.pid) if server.proc else None
+    rss0 = proc_rss_kib(server.proc.pid) if server.proc else None
+    result = run_json(args, timeout=budget)
+    cpu1 = proc_cpu_seconds(server.proc.pid) if server.proc else None
+    if cpu0 is not None and cpu1 is not None:
+        result["server_cpu_seconds_whole_run"] = round(cpu1 - cpu0, 2)  # includes connection setup
+    result["server_rss_kib_before"] = rss0
+    result["server_rss_kib_after"] = proc_rss_kib(server.proc.pid) if server.proc else None
+    if server.proc is not None and server.proc.poll() is not None:
+        result = {"error": f"server exited with {server.proc.returncode}: {tail(server.log, 800)}", "ok": False}
+    else:
+        # Let the server finish the backlog and close the sessions before the next run.
+        result["server_busy_after_run_seconds"] = wait_proc_idle(server.proc.pid)
+    return result
+
+
+def wait_proc_idle(pid: int, max_seconds: float = 120, threshold_cores: float = 0.05) -> float:
+    """Waits until `pid` uses less than `threshold_cores` over half a second; returns the seconds waited."""
+    start = time.monotonic()
+    prev = proc_cpu_seconds(pid)
+    while time.monotonic() - start < max_seconds:
+        time.sleep(0.5)
+        cur = proc_cpu_seconds(pid)
+        if prev is None or cur is None or (cur - prev) / 0.5 < threshold_cores:
+            break
+        prev = cur
+    return round(time.monotonic() - start, 1)
+
+
+def bench_ws(binary: str, bench_bin: str, repeats: int, quick: bool) -> dict:
+    password = "bench-password"
+    names = [f"bench{i:03d}" for i in range(max(WS_USERS, CROSS_RECEIVERS))] + ["benchsnd"]
+    big = 2_000 if quick else WS_CLIENTS
+    small = 200 if quick else WS_SMALL_CLIENTS
+    paced_seconds = 2 if quick else 3
+    low_seconds = 3 if quick else 10
+    out: dict = {"fanout": {}, "idle": [], "cross": {}, "notes": [], "clients": big, "small_clients": small,
+                 "paced_seconds": paced_seconds, "nofile": raise_nofile()}
+    out["low_seconds"] = low_seconds
+    # (label, clients, saturate, messages)
+    fanout_points = [
+        # (label, clients, saturate, messages, rate)
+        ("paced_big", big, False, 0, WS_RATE),
+        ("paced_big_low", big, False, 0, WS_LOW_RATE),
+        ("saturate_big", big, True, 100 if quick else 300, 0),
+        ("paced_small", small, False, 0, WS_RATE),
+        ("saturate_small", small, True, 1000 if quick else 2000, 0),
+    ]
+    cross_seconds = 3 if quick else 10
+    for run in range(repeats):
+        server = None
+        try:
+            server = ws_server(binary, password, names)
+            for label, clients, saturate, messages, rate in fanout_points:
+                out["fanout"].setdefault(label, []).append(ws_load(
+                    server, bench_bin, password, f"fan-{label.replace('_', '-')}-{run}", clients=clients, rate=rate,
+                    seconds=paced_seconds if rate == WS_RATE else low_seconds, saturate=saturate, messages=messages))
+            for label, receivers_via, sender_via in [("line_to_ws", "ws", "line"), ("ws_to_line", "line", "ws"),
+                                                      ("ws_to_ws", "ws", "ws")]:
+                out["cross"].setdefault(label, []).append(ws_load(
+                    server, bench_bin, password, f"cross-{label.replace('_', '-')}-{run}", clients=CROSS_RECEIVERS,
+                    receivers_via=receivers_via, sender_via=sender_via, seconds=cross_seconds, source_addresses=0))
+        except Exception as e:  # noqa: BLE001 -- reported in the document
+            out["notes"].append(f"run {run + 1}: {e}")
+        finally:
+            if server is not None:
+                server.dispose()
+    # Memory: one fresh server per run.
+    for run in range(repeats):
+        out["idle"].append(bench_ws_idle(binary, bench_bin, password, names, quick))
+    mosquitto = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+    out["mosquitto"] = bench_mosquitto_idle(mosquitto, quick) if mosquitto else {"error": "mosquitto is not installed"}
+    return out
+
+
+def bench_ws_idle(binary: str, bench_bin: str, password: str, names: list[str], quick: bool) -> dict:
+    """Server RSS at 0, 5,000 and 15,000 idle authenticated connections (auth + join of one room),
+    opened by two `switchboard-bench ws-idle` processes (5,000 + 10,000) from separate 127.0.0.x ranges."""
+    points = (500, 1500) if quick else WS_IDLE_POINTS
+    result: dict = {"points": []}
+    server = None
+    holders: list[subprocess.Popen] = []
+    try:
+        server = ws_server(binary, password, names)
+        pid = server.proc.pid
+        result["rss0_kib"] = settle_rss(pid, 3)
+        result["threads0"] = proc_threads(pid)
+        opened = 0
+        first_source = 2
+        for n in points:
+            add = n - opened
+            args = [bench_bin, "ws-idle", "--host", "127.0.0.1", "--port", str(server.ws_port),
+                    "--clients", str(add), "--users", str(WS_USERS), "--user-prefix", "bench", "--password", password,
+                    "--room", "idle", "--source-addresses", "4", "--first-source", str(first_source), "--hold", "900"]
+            first_source += 4
+            log("$ " + " ".join(shlex.quote(a) for a in args))
+            p = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            _procs.append(p)
+            holders.append(p)
+            line = p.stdout.readline()
+            if not line.strip().startswith("{"):
+                err = p.stderr.read() if p.poll() is not None else ""
+                raise RuntimeError(f"ws-idle did not get ready: {line.strip()} {err.strip()[-500:]}")
+            ready = json.loads(line)
+            opened = n
+            rss = settle_rss(pid, 4)
+            result["points"].append({"connections": n, "rss_kib": rss, "threads": proc_threads(pid),
+                                     "setup_seconds": ready.get("setup_seconds"),
+                                     "client_rss_kib": ready.get("client_rss_kib")})
+            log(f"{n} idle connections: server RSS {rss} KiB")
+        # Close every holder; the server should give the memory back (reported, no target).
+        done = []
+        for p in holders:
+            p.stdin.close()
+            p.stdin = None  # so communicate() does not flush it
+        for p in holders:
+            try:
+                out, err = p.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                out, err = p.communicate()
+            lines = [ln for ln in out.splitlines() if ln.strip().startswith("{")]
+            done.append(json.loads(lines[-1]) if lines else {"ok": False, "error": err.strip()[-300:]})
+            if p in _procs:
+                _procs.remove(p)
+        result["rss_after_close_kib"] = settle_rss(pid, 5)
+        result["holders"] = done
+        result["ok"] = all(d.get("ok") for d in done)
+        base = result["rss0_kib"]
+        for pt in result["points"]:
+            if base is not None and pt["rss_kib"] is not None:
+                pt["kib_per_connection"] = round((pt["rss_kib"] - base) / pt["connections"], 2)
+    except Exception as e:  # noqa: BLE001
+        result = {"error": str(e), "ok": False, **result}
+    finally:
+        for p in holders:
+            if p.poll() is None:
+                stop_process(p, timeout=10)
+        if server is not None:
+            server.dispose()
+    return result
+
+
+def mqtt_idle_clients(port: int, count: int, source_addresses: int = 4) -> list[socket.socket]:
+    """`count` MQTT 3.1.1 clients (clean session, keepalive 0) subscribed to `bench/idle` at QoS 0."""
+    socks = []
+    for i in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((f"127.0.0.{2 + i % source_addresses}", 0))
+        s.settimeout(10)
+        s.connect(("127.0.0.1", port))
+        cid = f"idle{i:06d}".encode()
+        var = b"\x00\x04MQTT\x04\x02\x00\x00" + len(cid).to_bytes(2, "big") + cid
+        s.sendall(bytes([0x10, len(var)]) + var)
+        if s.recv(4)[:1] != b"\x20":
+            raise RuntimeError(f"mosquitto: no CONNACK for client {i}")
+        topic = b"bench/idle"
+        sub = b"\x00\x01" + len(topic).to_bytes(2, "big") + topic + b"\x00"
+        s.sendall(bytes([0x82, len(sub)]) + sub)
+        if s.recv(5)[:1] != b"\x90":
+            raise RuntimeError(f"mosquitto: no SUBACK for client {i}")
+        socks.append(s)
+    return socks
+
+
+def bench_mosquitto_idle(mosquitto: str, quick: bool) -> dict:
+    """Mosquitto's RSS at 0, 5,000 and 15,000 idle subscribed MQTT clients (for comparison)."""
+    points = (500, 1500) if quick else WS_IDLE_POINTS
+    d = make_tmpdir("mosquitto")
+    os.chmod(d, 0o755)
+    port = free_port()
+    conf = d / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n"
+                    "max_connections -1\n")
+    os.chmod(conf, 0o644)
+    log_path = d / "mosquitto.log"
+    proc = None
+    socks: list[socket.socket] = []
+    result: dict = {"points": [], "version": sh([mosquitto, "-h"]).splitlines()[0] if mosquitto else "?"}
+    try:
+        proc = start_process([mosquitto, "-c", str(conf)], log_path, cwd=d)
+        wait_port(port, proc, log_path)
+        result["rss0_kib"] = settle_rss(proc.pid, 2)
+        for n in points:
+            socks += mqtt_idle_clients(port, n - len(socks))
+            rss = settle_rss(proc.pid, 3)
+            result["points"].append({"connections": n, "rss_kib": rss,
+                                     "kib_per_connection": round((rss - result["rss0_kib"]) / n, 2)})
+            log(f"mosquitto, {n} idle MQTT clients: RSS {rss} KiB")
+        result["ok"] = True
+    except Exception as e:  # noqa: BLE001
+        result.update({"error": str(e), "ok": False})
+    finally:
+        for s in socks:
+            s.close()
+        if proc is not None:
+            stop_process(proc)
+        remove_tmpdir(d)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 
 
@@ -552,9 +858,200 @@ def verification(runs: list[dict]) -> str:
     return "all checks passed" if not bad else f"{len(bad)} of {len(runs)} runs failed verification"
 
 
+def render_ws(ws: dict, sections: dict, summary: list) -> list[str]:
+    def fmt_lat(us) -> str:
+        if isinstance(us, (int, float)) and us >= 1_000_000:
+            return f"{us / 1e6:.1f} s"
+        return fmt_ms(us)
+
+    sec: list[str] = []
+    sec.append("## 4. WebSocket: fan-out, memory per idle connection, line ↔ WebSocket")
+    sec.append("")
+    if not ws or (not ws.get("fanout") and not ws.get("idle") and not ws.get("cross")):
+        sec.append("Not run.")
+        sec.append("")
+        return sec
+    big, small = ws["clients"], ws["small_clients"]
+    secs = ws["paced_seconds"]
+    sec.append("The release `switchboard serve` with `[line]` and `[websocket]` on free ports (`[websocket]` "
+               + ", ".join(f"`{k}` = {v:,}" for k, v in WS_SERVER_SETTINGS.items())
+               + "; `limits.session_queue` at its default of 4,096; a fresh data dir), users `bench000`…`bench099` "
+               "and the sender `benchsnd` created with `switchboard user add` (`SWITCHBOARD_ACCOUNTS_PBKDF2_ITERATIONS=4096`). "
+               "The load generator (`switchboard-bench ws`, a hand-rolled RFC 6455 client on one SwiftNIO event loop "
+               "group with one thread per core) fetches one bearer token per user with `POST /api/v1/token` and opens "
+               f"its connections with `{{\"op\":\"auth\",\"token\":…}}`, `{{\"op\":\"join\",\"room\":…}}`: the receivers log in "
+               f"as {WS_USERS} users round robin (so up to {big // WS_USERS} connections per user — join/leave envelopes "
+               "are per user and protocol) from 4 source addresses 127.0.0.2–5, in batches of 250 connections. "
+               "The sender (its own user: a session never receives its own messages) sends "
+               "`{\"op\":\"send\",\"room\":…,\"body\":…}` with a 64-byte body that starts with its CLOCK_MONOTONIC send time; "
+               "receivers find `\"kind\":\"chat\",\"body\":\"` in each envelope frame and take the receive time once per "
+               "socket read, so latency = receive − send in one process. With many receivers each receiver keeps the "
+               "latency of an evenly spread subset of messages (at most ~4 million samples per run; the stride is in the raw "
+               f"JSON). Open-files limit of the driver and its children: {ws.get('nofile', '?')}.")
+    sec.append("")
+    sec.append(f"* **paced**: 1 sender at {WS_RATE:,} msg/s for {secs} s (and at {WS_LOW_RATE} msg/s for "
+               f"{ws.get('low_seconds', '?')} s, a lower load). Offered deliveries = rate × receivers; "
+               f"a run waits at most {WS_DRAIN_SECONDS} s after the last send, so *delivered / expected* below 100 % "
+               "means the server was still that far behind (not that messages were dropped: *closed by server* counts "
+               "sessions dropped as slow consumers).")
+    sec.append("* **saturation**: the sender keeps at most 64 sends unacknowledged and at most 256 messages not yet "
+               "delivered to every receiver (the second window keeps each receiver's server-side queue below "
+               "`session_queue`, so the run measures throughput instead of slow-consumer drops); deliveries/s = all "
+               "deliveries / (last delivery − first send).")
+    sec.append("")
+    fan = ws.get("fanout", {})
+
+    def col(label):
+        return good(fan.get(label, []))
+
+    def lat(rs, key):
+        return [r["latency"][key] for r in rs if r.get("latency", {}).get("count")]
+
+    points = [("paced_big", f"{big:,} clients, {WS_RATE:,} msg/s"), ("paced_big_low", f"{big:,} clients, {WS_LOW_RATE:,} msg/s"),
+              ("saturate_big", f"{big:,} clients, saturation"),
+              ("paced_small", f"{small:,} clients, {WS_RATE:,} msg/s"), ("saturate_small", f"{small:,} clients, saturation")]
+    sec.append("| run | offered deliveries/s | delivered/s | delivered / expected | latency p50 | p99 | p99.9 | max | "
+               "send rate | ack p99 | closed by server (slow consumer) | server CPU (s) | client CPU (s) | setup (s) |")
+    sec.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, title in points:
+        rs = col(label)
+        if not rs:
+            errs = [r.get("error", "?") for r in fan.get(label, [])]
+            sec.append(f"| {title} | – | not measured{': ' + errs[0][:200] if errs else ''} | | | | | | | | | | | |")
+            continue
+        offered = "–" if label.startswith("saturate") else fmt_int(rs[0]["rate"] * rs[0]["clients"])
+        dps = [r["delivered_per_s"] for r in rs]
+        frac = [r["delivered"] / r["expected_deliveries"] for r in rs if r.get("expected_deliveries")]
+        sec.append(
+            f"| {title} | {offered} | {fmt_int(med(dps))}{spread(dps, fmt_int)} | "
+            f"{(med(frac) or 0) * 100:.1f} % | {fmt_lat(med(lat(rs, 'p50_us')))} | {fmt_lat(med(lat(rs, 'p99_us')))}"
+            f"{spread(lat(rs, 'p99_us'), fmt_lat)} | {fmt_lat(med(lat(rs, 'p999_us')))} | {fmt_lat(med(lat(rs, 'max_us')))} | "
+            f"{fmt_int(med([r['send_rate'] for r in rs]))}/s | {fmt_lat(med([r['ack_latency']['p99_us'] for r in rs]))} | "
+            f"{fmt_int(med([r.get('closed_by_server', 0) for r in rs]))} | "
+            f"{med([r.get('server_cpu_seconds_whole_run', 0) for r in rs]) or 0:.1f} | "
+            f"{med([r['client_cpu_seconds'] for r in rs]) or 0:.1f} | {med([r['setup_seconds'] for r in rs]) or 0:.1f} |")
+    sec.append("")
+    verif = "; ".join(f"{title}: {verification(fan.get(label, []))}" for label, title in points)
+    sec.append(f"Verification (every message delivered to every receiver, no error frame, nobody dropped): {verif}.")
+    for label, title in points:
+        for r in fan.get(label, []):
+            if r.get("first_errors"):
+                sec.append("")
+                sec.append(f"First errors seen in `{title}`: " + "; ".join(f"`{e[:160]}`" for e in r["first_errors"][:3]))
+                break
+    sec.append("")
+    sec.append("*server CPU*: CPU seconds of the server process over the whole `switchboard-bench ws` run, connection "
+               "setup included; *client CPU*: the load generator's CPU during the measured phase. Both share the "
+               "machine's cores.")
+    sec.append("")
+
+    sat = col("saturate_big")
+    sat_dps = med([r["delivered_per_s"] for r in sat])
+    pb = col("paced_big")
+    pb_p99 = med(lat(pb, "p99_us"))
+    summary.append((f"WebSocket fan-out at saturation ({big:,} clients, 1 room)",
+                    f"{fmt_int(sat_dps)} deliveries/s" + (f" ({sat_dps / WS_FANOUT_TARGET:.2f} × target)" if sat_dps else ""),
+                    f"≥ {fmt_int(WS_FANOUT_TARGET)}/s", met(sat_dps, WS_FANOUT_TARGET)))
+    pb_frac = med([r["delivered"] / r["expected_deliveries"] for r in pb if r.get("expected_deliveries")])
+    summary.append((f"WebSocket latency p99 ({big:,} clients, {WS_RATE:,} msg/s)",
+                    (fmt_lat(pb_p99) + (f" ({pb_p99 / 1000 / WS_P99_TARGET_MS:,.0f} × target)" if pb_p99 else "")
+                     + (f"; {pb_frac * 100:.0f} % delivered" if pb_frac is not None else "")),
+                    f"< {WS_P99_TARGET_MS:g} ms", met(pb_p99 / 1000 if pb_p99 is not None else None, WS_P99_TARGET_MS, False)))
+    pl = col("paced_big_low")
+    summary.append((f"… {big:,} clients, {WS_LOW_RATE} msg/s: p50 / p99",
+                    f"{fmt_lat(med(lat(pl, 'p50_us')))} / {fmt_lat(med(lat(pl, 'p99_us')))}", "–", "–"))
+    ps = col("paced_small")
+    ps_p99 = med(lat(ps, "p99_us"))
+    summary.append((f"… {small:,} clients, {WS_RATE:,} msg/s: p99, delivered/s (offered {fmt_int(small * WS_RATE)}/s)",
+                    f"{fmt_lat(ps_p99)}, {fmt_int(med([r['delivered_per_s'] for r in ps]))}/s", "–", "–"))
+    ss = col("saturate_small")
+    summary.append((f"… {small:,} clients, saturation: deliveries/s",
+                    f"{fmt_int(med([r['delivered_per_s'] for r in ss]))}/s", "–", "–"))
+
+    # Memory.
+    sec.append("### Memory per idle authenticated WebSocket connection")
+    sec.append("")
+    sec.append("A fresh server; its VmRSS (`/proc/<pid>/status`, median of 5 readings after the count settled) with "
+               "no client, then after a `switchboard-bench ws-idle` process opened 5,000 connections (token auth + join "
+               "of room `idle`, 100 users), then after a second one added 10,000 more (each from its own four 127.0.0.x "
+               "source addresses). The clients then stay idle (they answer the server's WebSocket pings). "
+               "KiB per connection = (RSS at N − RSS at 0) / N.")
+    sec.append("")
+    idle = [r for r in ws.get("idle", []) if "error" not in r and r.get("points")]
+    sec.append("| connections | server RSS | KiB per connection | server threads | client setup (s) |")
+    sec.append("|---|---|---|---|---|")
+    if idle:
+        rss0 = [r["rss0_kib"] for r in idle]
+        sec.append(f"| 0 | {fmt_int(med(rss0))} KiB{spread(rss0, fmt_int)} | – | {idle[0].get('threads0', '?')} | – |")
+        for k in range(len(idle[0]["points"])):
+            pts = [r["points"][k] for r in idle if len(r["points"]) > k]
+            per = [p["kib_per_connection"] for p in pts if "kib_per_connection" in p]
+            sec.append(f"| {pts[0]['connections']:,} | {fmt_int(med([p['rss_kib'] for p in pts]))} KiB | "
+                       f"{med(per):.2f}{spread(per, lambda v: f'{v:.2f}')} | {pts[0].get('threads', '?')} | "
+                       f"{med([p.get('setup_seconds') or 0 for p in pts]):.1f} |")
+        after = [r.get("rss_after_close_kib") for r in idle if r.get("rss_after_close_kib")]
+        sec.append(f"| 0 again (all closed) | {fmt_int(med(after))} KiB | – | – | – |")
+    sec.append("")
+    sec.append(f"Verification: {verification(ws.get('idle', []))}.")
+    sec.append("")
+    per15 = med([r["points"][-1]["kib_per_connection"] for r in idle if r["points"] and "kib_per_connection" in r["points"][-1]])
+    per5 = med([r["points"][0]["kib_per_connection"] for r in idle if r["points"] and "kib_per_connection" in r["points"][0]])
+    mq = ws.get("mosquitto", {})
+    if mq.get("points") and "error" not in mq:
+        sec.append(f"For comparison, measured the same way on this machine: **Mosquitto** ({mq.get('version', '?')}, "
+                   "`persistence false`, one listener on loopback) with N idle MQTT 3.1.1 clients (clean session, "
+                   "keepalive 0, each subscribed to `bench/idle` at QoS 0, opened from Python sockets): RSS "
+                   f"{fmt_int(mq['rss0_kib'])} KiB at 0, "
+                   + ", ".join(f"{fmt_int(p['rss_kib'])} KiB at {p['connections']:,} ({p['kib_per_connection']:.2f} KiB each)"
+                               for p in mq["points"]) + ". EMQX publishes about 9 KB per MQTT connection (not measured here).")
+    else:
+        sec.append("For context (not measured here: " + mq.get("error", "mosquitto not run") + "): EMQX publishes about "
+                   "9 KB per MQTT connection; Mosquitto was measured at about 0.7 KB per MQTT session.")
+    sec.append("")
+    summary.append(("Server memory per idle authenticated WebSocket connection (15,000 / 5,000)",
+                    (f"{per15:.2f} KiB" if per15 is not None else "n/a") + (f" / {per5:.2f} KiB" if per5 is not None else "")
+                    + (f" ({per15 / WS_MEM_TARGET_KIB:.2f} × target)" if per15 is not None else ""),
+                    f"≤ {WS_MEM_TARGET_KIB:g} KiB",
+                    "**not measured**" if per15 is None else ("yes" if per15 <= WS_MEM_TARGET_KIB else "**no (missed)**")))
+
+    # Cross-protocol.
+    cross = ws.get("cross", {})
+    sec.append("### Across protocols: line ↔ WebSocket")
+    sec.append("")
+    sec.append(f"The same server; {CROSS_RECEIVERS} receivers of one protocol (WebSocket receivers as users "
+               f"`bench000`…`bench099`, one connection each; line receivers `AUTH` with the password) and 1 sender "
+               f"`benchsnd` of the other, {WS_RATE:,} msg/s, 64-byte bodies. Line participants are the `switchboard-bench "
+               "line` client (`SAY`/`MSG`); WebSocket → WebSocket is the same load for comparison (section 3 has line → line).")
+    sec.append("")
+    sec.append("| direction | latency p50 | p90 | p99 | p99.9 | max | delivered/s | sender ack p99 | target p99 | met? |")
+    sec.append("|---|---|---|---|---|---|---|---|---|---|")
+    for label, title in [("line_to_ws", "line → WebSocket"), ("ws_to_line", "WebSocket → line"), ("ws_to_ws", "WebSocket → WebSocket")]:
+        rs = good(cross.get(label, []))
+        p99 = med(lat(rs, "p99_us"))
+        target = f"< {CROSS_P99_TARGET_MS:g} ms" if label != "ws_to_ws" else "–"
+        ok = met(p99 / 1000 if p99 is not None else None, CROSS_P99_TARGET_MS, False) if label != "ws_to_ws" else "–"
+        sec.append(f"| {title} | {fmt_lat(med(lat(rs, 'p50_us')))} | {fmt_lat(med(lat(rs, 'p90_us')))} | "
+                   f"{fmt_lat(p99)}{spread(lat(rs, 'p99_us'), fmt_lat)} | {fmt_lat(med(lat(rs, 'p999_us')))} | "
+                   f"{fmt_lat(med(lat(rs, 'max_us')))} | {fmt_int(med([r['delivered_per_s'] for r in rs]))} | "
+                   f"{fmt_lat(med([r['ack_latency']['p99_us'] for r in rs]))} | {target} | {ok} |")
+        if label != "ws_to_ws":
+            summary.append((f"{title} latency p99 / p50 ({CROSS_RECEIVERS} receivers, {WS_RATE:,} msg/s)",
+                            f"{fmt_lat(p99)} / {fmt_lat(med(lat(rs, 'p50_us')))}", target, ok))
+    sec.append("")
+    sec.append("Verification: " + "; ".join(f"{k.replace('_', ' ')}: {verification(v)}" for k, v in cross.items()) + ".")
+    for note in ws.get("notes", []):
+        sec.append("")
+        sec.append(f"**Note:** {note}")
+    sec.append("")
+    if foreign_note(sections.get("ws", {})):
+        sec.append(foreign_note(sections["ws"]))
+        sec.append("")
+    return sec
+
+
 def render(md: list[str], machine: dict, command: str, started: dt.datetime, finished: dt.datetime,
            fanout: list[dict], history: dict, line: dict, repeats: int, quick: bool,
-           sections: dict[str, dict]) -> None:
+           sections: dict[str, dict], ws: dict | None = None) -> None:
     summary: list[tuple[str, str, str, str]] = []
 
     md.append("# Switchboard benchmarks")
@@ -820,6 +1317,8 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
                     f"{fmt_int(s_tp)} ({tp_ratio})", f"{fmt_int(expected_rate)} offered",
                     met(s_tp, expected_rate * 0.99)))
 
+    sec4 = render_ws(ws or {}, sections, summary)
+
     md.append("## Summary")
     md.append("")
     md.append("| benchmark | measured | target | met? |")
@@ -830,6 +1329,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.extend(sec1)
     md.extend(sec2)
     md.extend(sec3)
+    md.extend(sec4)
 
     notes = Path(__file__).with_name("ANALYSIS.md")
     if notes.exists():
@@ -851,7 +1351,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("```")
     md.append("")
     md.append("`--repeats N` changes the number of runs per figure, `--quick` makes a short smoke run, "
-              "`--only fanout,history,line` runs a subset, `--wait-idle S` waits up to S seconds (default 120) "
+              "`--only fanout,history,line,ws` runs a subset, `--wait-idle S` waits up to S seconds (default 120) "
               "for other processes to go quiet before starting, `--json FILE` keeps the raw results. Single benchmarks can be run by hand; each prints "
               "one JSON object:")
     md.append("")
@@ -862,6 +1362,12 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("switchboard-bench line --port 7777 --protocol line --clients 100 --rate 1000 --seconds 10 \\")
     md.append("    --user-prefix bench --password <pw>        # needs users bench000…bench100")
     md.append("switchboard-bench line --port 6667 --protocol irc --clients 100 --rate 1000 --seconds 10")
+    md.append("# WebSocket (needs [websocket] and users bench000…bench099 + benchsnd with the same password):")
+    md.append("switchboard-bench ws --port 8080 --clients 10000 --users 100 --rate 1000 --seconds 5 \\")
+    md.append("    --password <pw> --source-addresses 4")
+    md.append("switchboard-bench ws --port 8080 --clients 10000 --users 100 --saturate --messages 1500 --password <pw>")
+    md.append("switchboard-bench ws --port 8080 --line-port 7777 --clients 100 --receivers-via ws --sender-via line --password <pw>")
+    md.append("switchboard-bench ws-idle --port 8080 --clients 5000 --password <pw>   # holds them until stdin closes")
     md.append("```")
     md.append("")
 
@@ -877,7 +1383,7 @@ def main() -> int:
     ap.add_argument("--ngircd", default=shutil.which("ngircd") or "/usr/sbin/ngircd", help="the ngircd binary")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
-    ap.add_argument("--only", default="fanout,history,line", help="comma-separated subset to run")
+    ap.add_argument("--only", default="fanout,history,line,ws", help="comma-separated subset to run")
     ap.add_argument("--json", help="also write the raw results as JSON to this file")
     ap.add_argument("--wait-idle", type=float, default=120,
                     help="wait up to this many seconds for other processes to go quiet before starting (0: don't)")
@@ -914,6 +1420,9 @@ def main() -> int:
     line = bench_line(binary, bench_bin, ngircd, repeats, args.quick) if "line" in only else \
         {"seconds": 0, "results": {"line": [], "irc": []}, "notes": ["not run"]}
     sections["line"] = acc.report()
+    acc = CpuAccounting()
+    ws = bench_ws(binary, bench_bin, repeats, args.quick) if "ws" in only else {}
+    sections["ws"] = acc.report()
     finished = dt.datetime.now(dt.timezone.utc)
     try:
         machine["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -927,14 +1436,15 @@ def main() -> int:
     log(f"cpu accounting: {cpu}")
 
     md: list[str] = []
-    render(md, machine, command, started, finished, fanout, history, line, repeats, args.quick, sections)
+    render(md, machine, command, started, finished, fanout, history, line, repeats, args.quick, sections, ws)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     log(f"wrote {out}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "command": command, "started": started.isoformat(),
-                                               "fanout": fanout, "history": history, "line": line}, indent=1))
+                                               "fanout": fanout, "history": history, "line": line, "ws": ws,
+                                               "sections": sections, "finished": finished.isoformat()}, indent=1))
     return 0
 
 
