@@ -74,13 +74,10 @@ final class WebSocketConnection: Sendable {
 
     /// Serves the connection until the client leaves or the server closed it.
     func run(inbound: WebSocketInboundStream) async {
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.readLoop(inbound) }
-            group.addTask { await self.goodbye.wait() }
-            group.addTask { await self.idleWatch() }
-            _ = await group.next()
-            group.cancelAll()
-        }
+        // One task per connection (this one): the idle timeout is an event-loop timer and
+        // the writer lives on the loop, so an idle connection costs no extra tasks.
+        eventLoop.execute { self.scheduleIdleCheck() }
+        await readLoop(inbound)
         let session = sessionBox.withLock { box in
             defer { box = nil }
             return box
@@ -329,21 +326,22 @@ final class WebSocketConnection: Sendable {
 
     // MARK: Idle timeout
 
-    private func idleWatch() async {
+    /// Arms a timer for when the connection would have been idle for `idle_timeout_seconds`.
+    private func scheduleIdleCheck() {
+        let timeout = Int64(shared.settings.idleTimeoutSeconds) * 1_000_000_000
+        let deadline = NIODeadline.uptimeNanoseconds(lastInput.load(ordering: .relaxed)) + .nanoseconds(timeout)
+        eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.checkIdle() }
+    }
+
+    private func checkIdle() {
         let timeout = UInt64(shared.settings.idleTimeoutSeconds) * 1_000_000_000
-        while !Task.isCancelled {
-            let deadline = lastInput.load(ordering: .relaxed) + timeout
-            let now = NIODeadline.now().uptimeNanoseconds
-            if now >= deadline {
-                SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
-                requestClose(SwitchboardError(.idleTimeout, "no frame for \(shared.settings.idleTimeoutSeconds) seconds"),
-                             code: .normalClosure)
-                // Stay in the group until the writer finished the goodbye.
-                try? await Task.sleep(for: .seconds(3600))
-                return
-            }
-            try? await Task.sleep(for: .nanoseconds(deadline - now))
+        guard NIODeadline.now().uptimeNanoseconds >= lastInput.load(ordering: .relaxed) + timeout else {
+            scheduleIdleCheck()
+            return
         }
+        SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
+        requestClose(SwitchboardError(.idleTimeout, "no frame for \(shared.settings.idleTimeoutSeconds) seconds"),
+                     code: .normalClosure)
     }
 }
 

@@ -36,6 +36,7 @@ extension WebSocketConnection {
         private var pendingFlush = false
 
         static let writabilityRecheck = TimeAmount.milliseconds(5)
+        static let closeTimeout = TimeAmount.seconds(5)
         static let replayPage = 500
 
         init(channel: any Channel, outbound: WebSocketOutboundWriter, bus: any MessageBus, logger: Logger, goodbye: Goodbye,
@@ -170,6 +171,10 @@ extension WebSocketConnection {
             Task {
                 try? await outbound.close(code, reason: error.code.rawValue)
                 goodbye.signal()
+            }
+            // A client that never answers the close frame is cut off, which ends the reader.
+            channel.eventLoop.assumeIsolated().scheduleTask(in: Self.closeTimeout) { [channel] in
+                channel.close(promise: nil)
             }
         }
 
