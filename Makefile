@@ -6,7 +6,7 @@ CONFIG       ?= conf/switchboard.toml
 VENV         := .build/venv
 PYTHON       := $(VENV)/bin/python3
 BUILD_DEBS   := libsqlite3-dev libmosquitto-dev libssl-dev libxml2-dev pkg-config
-TEST_DEBS    := python3 python3-venv netcat-openbsd chromium chromium-driver mosquitto mosquitto-clients
+TEST_DEBS    := python3 python3-venv netcat-openbsd chromium chromium-driver mosquitto mosquitto-clients sendxmpp
 BENCH_DEBS   := ngircd
 
 APT_INSTALL = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \

@@ -81,7 +81,6 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     private var context: ChannelHandlerContext?
     private var out = ""
     private var logger: Logger
-    private let streamID = XMPPConnectionHandler.randomID()
 
     static let maxAuthFailures = 3
     static let maxHeldEvents = 256
@@ -215,7 +214,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
 
     private func writeHeader() {
         out += XMLSerializer.streamHeader(attributes: [
-            XMLAttribute("from", domain), XMLAttribute("id", streamID), XMLAttribute("version", "1.0"),
+            // A new id for every stream, restarts included (RFC 6120 §4.7.3).
+            XMLAttribute("from", domain), XMLAttribute("id", Self.randomID()), XMLAttribute("version", "1.0"),
             XMLAttribute("xml:lang", "en"),
         ])
     }
@@ -746,15 +746,36 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         let bus = shared.bus
         let user = session.user
         runAsync({ () -> [Envelope] in
-            (try? await bus.history(of: room, reader: user, before: seq + 1, after: nil, limit: request.maxStanzas)) ?? []
+            await Self.historyMessages(bus: bus, room: room, reader: user, through: seq, request: request)
         }) { handler, envelopes in
-            for envelope in envelopes where envelope.kind != .join && envelope.kind != .leave {
-                if let since = request.sinceMillis, envelope.ts < since { continue }
+            for envelope in envelopes {
                 let from = handler.mucJID(room, nick: handler.nick(for: envelope.from, in: room))
                 handler.write(handler.groupchat(envelope, from: from, to: jid, delayed: true))
             }
             handler.writeSubject(room, to: jid)
         }
+    }
+
+    /// The newest `maxStanzas` messages (not joins and leaves) up to `seq`, newer than
+    /// `since`, oldest first: read back page by page, at most a few thousand envelopes.
+    static func historyMessages(bus: any MessageBus, room: RoomName, reader: UserName, through seq: UInt64,
+                                request: HistoryRequest) async -> [Envelope] {
+        var found: [Envelope] = []
+        var before = seq + 1
+        var scanned = 0
+        while found.count < request.maxStanzas, before > 1, scanned < 5000 {
+            guard let page = try? await bus.history(of: room, reader: reader, before: before, after: nil, limit: 500),
+                  let first = page.first
+            else { break }
+            scanned += page.count
+            for envelope in page.reversed() where envelope.kind != .join && envelope.kind != .leave {
+                if let since = request.sinceMillis, envelope.ts < since { return found.reversed() }
+                found.append(envelope)
+                if found.count == request.maxStanzas { break }
+            }
+            before = first.seq
+        }
+        return found.reversed()
     }
 
     private func writeSubject(_ room: RoomName, to jid: JID) {

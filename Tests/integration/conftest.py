@@ -8,6 +8,10 @@ A Server has .port, .config_path, .data_dir, .proc, .cli(*args, input=None), .re
 .kill9(), .stop(), .client(user) -> LineClient. Its output goes to serve-N.log in the test's
 tmp dir and is printed when the test fails.
 
+XMPP (tests/test_xmpp.py): the listener is off unless a test turns it on with
+make_server(xmpp={"enabled": True}); it always gets a free port, `server.xmpp_port`
+(xmpp_helpers.XMPPClient wraps slixmpp, xmpp_helpers.RawXMPP is a raw socket).
+
 MQTT (tests/test_mqtt.py): the bridge is off unless a test turns it on.
 
     make_broker(acl=False, persistence=True) -> a started mqtt_helpers.Broker (own mosquitto,

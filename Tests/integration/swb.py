@@ -141,6 +141,11 @@ class Server:
             self.port = int(overrides["line"]["port"])
         if "websocket" in (overrides or {}) and "port" in overrides["websocket"]:
             self.ws_port = int(overrides["websocket"]["port"])
+        #: The XMPP listener's port (off unless a test passes xmpp={"enabled": True}).
+        self.xmpp_port = int(self.config.get("xmpp", {}).get("port", 0)) or None
+        self.xmpp_enabled = bool(self.config.get("xmpp", {}).get("enabled"))
+        #: The XMPP domain ([server] domain) and its MUC service.
+        self.domain = str(self.config.get("server", {}).get("domain", "localhost"))
         self.ws_enabled = bool(self.config.get("websocket", {}).get("enabled"))
         #: Base URLs of the WebSocket listener: http://127.0.0.1:<port> and ws://127.0.0.1:<port>/ws.
         self.http_url = f"http://127.0.0.1:{self.ws_port}"
@@ -191,10 +196,13 @@ class Server:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
                     pass
-                if not self.ws_enabled:
-                    return
-                with socket.create_connection(("127.0.0.1", self.ws_port), timeout=1.0):
-                    return
+                if self.ws_enabled:
+                    with socket.create_connection(("127.0.0.1", self.ws_port), timeout=1.0):
+                        pass
+                if self.xmpp_enabled:
+                    with socket.create_connection(("127.0.0.1", self.xmpp_port), timeout=1.0):
+                        pass
+                return
             except OSError:
                 pass
             if time.monotonic() > deadline:
