@@ -17,6 +17,9 @@ are removed.
    protocol) and ngircd (IRC), the same load generator against both.
 4. WebSocket (`switchboard-bench ws`, `ws-idle`): fan-out to 10,000 / 1,000 WebSocket clients (paced
    and saturated), server memory per idle authenticated connection, line <-> WebSocket latency.
+5. MQTT bridge (`switchboard-bench mqtt direct|gateway`): a device publishing through a private
+   Mosquitto to a subscriber (the broker alone) and through the gateway to a WebSocket client,
+   side by side: added latency and sustained msgs/s.
 """
 
 from __future__ import annotations
@@ -360,8 +363,10 @@ def toml_value(v) -> str:
     return json.dumps(str(v))
 
 
-def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int | None = None) -> None:
-    """Only `[line]` on `port`; with `ws_port` also `[websocket]` (sized for 20,000 connections)."""
+def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int | None = None,
+                             mqtt: dict | None = None) -> None:
+    """Only `[line]` on `port`; with `ws_port` also `[websocket]` (sized for 20,000 connections);
+    with `mqtt` also `[mqtt]` (these keys, `enabled = true`)."""
     sections = {
         "server": {"data_dir": str(data_dir)},
         "log": {"level": "warning"},
@@ -375,6 +380,8 @@ def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int
     if ws_port is not None:
         sections["line"]["max_connections"] = 2000
         sections["websocket"] = dict(WS_SERVER_SETTINGS, enabled=True, bind="127.0.0.1", port=ws_port)
+    if mqtt is not None:
+        sections["mqtt"] = dict(mqtt, enabled=True)
     text = []
     for section, keys in sections.items():
         text.append(f"[{section}]")
@@ -384,14 +391,14 @@ def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int
 
 
 class SwitchboardServer:
-    def __init__(self, binary: str, password: str, websocket: bool = False):
+    def __init__(self, binary: str, password: str, websocket: bool = False, mqtt: dict | None = None):
         self.binary = binary
         self.password = password
         self.dir = make_tmpdir("serve")
         self.port = free_port()
         self.ws_port = free_port() if websocket else None
         self.config = self.dir / "switchboard.toml"
-        write_switchboard_config(self.config, self.dir / "data", self.port, self.ws_port)
+        write_switchboard_config(self.config, self.dir / "data", self.port, self.ws_port, mqtt)
         self.env = bench_env()
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "serve.log"
@@ -816,6 +823,217 @@ def bench_mosquitto_idle(mosquitto: str, quick: bool) -> dict:
 
 
 # --------------------------------------------------------------------------------------------
+# 5. MQTT bridge: device -> broker -> gateway -> WebSocket, against the broker alone
+
+
+MQTT_RATE = 1000                   # paced publishes per second (latency)
+MQTT_ADDED_P50_TARGET_MS = 0.3     # gateway − direct latency at p50
+MQTT_RATE_RATIO_TARGET = 1.0       # the bridge sustains at least the broker's own single-topic rate
+MQTT_WINDOW = 100                  # saturation: publishes not yet PUBACKed
+MQTT_DELIVERY_WINDOW = 1000        # saturation: published but not yet received by the measured receiver
+MQTT_BROKER_CONF = ["allow_anonymous true", "set_tcp_nodelay true", "persistence false", "log_dest none",
+                    "max_inflight_messages 1000", "max_queued_messages 100000", "max_connections -1"]
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def bench_mqtt(binary: str, bench_bin: str, repeats: int, quick: bool) -> dict:
+    """A private Mosquitto and a switchboard bridged to it; `switchboard-bench mqtt direct` and
+    `mqtt gateway` side by side in every repeat (paced latency, then saturation; QoS 1 and QoS 0)."""
+    seconds = 2 if quick else 5
+    messages = 5000 if quick else 30000
+    out: dict = {"runs": {}, "notes": [], "seconds": seconds, "messages": messages, "commands": []}
+    mosquitto = mosquitto_binary()
+    if not mosquitto:
+        out["notes"].append("mosquitto is not installed: section not run")
+        return out
+    out["mosquitto"] = sh([mosquitto, "-h"]).splitlines()[0]
+    d = make_tmpdir("mqtt-broker")
+    os.chmod(d, 0o755)
+    port = free_port()
+    conf = d / "mosquitto.conf"
+    conf.write_text("\n".join([f"listener {port} 127.0.0.1", *MQTT_BROKER_CONF, ""]))
+    os.chmod(conf, 0o644)
+    out["broker_conf"] = MQTT_BROKER_CONF
+    broker_log = d / "mosquitto.log"
+    broker = None
+    server = None
+    password = "bench-password"
+    try:
+        broker = start_process([mosquitto, "-c", str(conf)], broker_log, cwd=d)
+        wait_port(port, broker, broker_log)
+        server = SwitchboardServer(binary, password, websocket=True,
+                                   mqtt={"host": "127.0.0.1", "port": port, "client_id": "switchboard-bench"})
+        server.add_users(["bench000"])
+        server.start()
+        # The bridge connects asynchronously: give it a moment (its CONNACK, subscription, `online`).
+        time.sleep(1.5)
+        common = [bench_bin, "mqtt"]
+        for run in range(repeats):
+            for qos in (1, 0):
+                for kind in ("paced", "saturate"):
+                    load = ["--rate", str(MQTT_RATE), "--seconds", str(seconds)] if kind == "paced" else \
+                        ["--saturate", "--messages", str(messages), "--window", str(MQTT_WINDOW),
+                         "--delivery-window", str(MQTT_DELIVERY_WINDOW)]
+                    budget = seconds * 3 + 60 if kind == "paced" else messages / 200 + 120
+                    for mode in ("direct", "gateway"):
+                        args = common + [mode, "--mqtt-port", str(port), "--qos", str(qos), *load]
+                        if mode == "direct":
+                            args += ["--topic", f"bench/direct-{run}"]
+                        else:
+                            args += ["--ws-port", str(server.ws_port), "--user", "bench000", "--password", password,
+                                     "--room", f"mqtt-{kind}-q{qos}-{run}", "--out-subscriber"]
+                        if run == 0:
+                            out["commands"].append(" ".join(shlex.quote(a) for a in [
+                                "switchboard-bench", *args[1:]]).replace(str(port), "<broker-port>")
+                                .replace(str(server.ws_port), "<ws-port>").replace(password, "<pw>"))
+                        cpu0 = proc_cpu_seconds(server.proc.pid)
+                        bcpu0 = proc_cpu_seconds(broker.pid)
+                        r = run_json(args, timeout=budget)
+                        cpu1 = proc_cpu_seconds(server.proc.pid)
+                        bcpu1 = proc_cpu_seconds(broker.pid)
+                        if None not in (cpu0, cpu1):
+                            r["server_cpu_seconds"] = round(cpu1 - cpu0, 2)
+                        if None not in (bcpu0, bcpu1):
+                            r["broker_cpu_seconds"] = round(bcpu1 - bcpu0, 2)
+                        if server.proc.poll() is not None:
+                            r = {"error": f"server exited with {server.proc.returncode}: {tail(server.log, 800)}", "ok": False}
+                        elif broker.poll() is not None:
+                            r = {"error": f"mosquitto exited with {broker.returncode}: {tail(broker_log, 800)}", "ok": False}
+                        else:
+                            r["server_busy_after_run_seconds"] = wait_proc_idle(server.proc.pid)
+                        out["runs"].setdefault(f"{mode}_{kind}_q{qos}", []).append(r)
+    except Exception as e:  # noqa: BLE001 -- reported in the document
+        out["notes"].append(f"{e}")
+    finally:
+        if server is not None:
+            server.dispose()
+        if broker is not None:
+            stop_process(broker)
+        remove_tmpdir(d)
+    return out
+
+
+def render_mqtt(mq: dict, sections: dict, summary: list) -> list[str]:
+    sec: list[str] = []
+    sec.append("## 5. MQTT bridge: device → broker → gateway → WebSocket, against the broker alone")
+    sec.append("")
+    runs = mq.get("runs", {}) if mq else {}
+    if not runs:
+        sec.append("Not run." + (" " + "; ".join(mq.get("notes", [])) if mq and mq.get("notes") else ""))
+        sec.append("")
+        return sec
+    secs, msgs = mq.get("seconds"), mq.get("messages")
+    sec.append(f"A private **Mosquitto** ({mq.get('mosquitto', '?')}) on a free loopback port with a temp config "
+               "(`" + "`, `".join(mq.get("broker_conf", MQTT_BROKER_CONF)) + "`) and the release `switchboard serve` with "
+               "`[mqtt] enabled = true` bridged to it (defaults otherwise: prefix `switchboard`, `qos` 1 on `/out`, "
+               "`dedup_seconds` 30, MQTT 5), `[websocket]` and `[line]` on free ports, a fresh data dir, user `bench000`. "
+               "One broker and one server for the whole section; every repeat runs both modes back to back, "
+               "so the two columns are measured side by side in one run:")
+    sec.append("")
+    sec.append("* **direct** (`switchboard-bench mqtt direct`): a device client publishes to `bench/direct-<n>`; a "
+               "subscriber on that topic (same QoS) in the same process receives it. The broker alone.")
+    sec.append("* **gateway** (`switchboard-bench mqtt gateway`): the same device client publishes to "
+               "`switchboard/rooms/<room>/in/sensor-1`; the gateway (subscribed to `switchboard/rooms/+/in/+` at QoS 1) "
+               "submits a chat envelope to the bus (SQLite commit first, as always) and a WebSocket client "
+               "(`bench000`, bearer token via `POST /api/v1/token`, `auth`, `join`) receives the envelope. Also measured: an "
+               "MQTT subscriber on `switchboard/rooms/<room>/out` (the gateway publishes every envelope back to the broker).")
+    sec.append("")
+    sec.append(f"The bench's MQTT clients are libmosquitto 2.0 (threaded, `mosquitto_loop_start`, TCP_NODELAY, MQTT 5 "
+               "with libmosquitto's default Receive Maximum of 20, as the gateway). Payloads are 64 bytes of plain text that "
+               "start with the CLOCK_MONOTONIC publish time and the index; latency = receive − publish in one process. "
+               f"**paced**: {MQTT_RATE:,} msg/s for {secs} s. **saturation**: {fmt_int(msgs)} messages as fast as at most "
+               f"{MQTT_WINDOW} publishes without PUBACK and {fmt_int(MQTT_DELIVERY_WINDOW)} messages not yet received by the "
+               "measured receiver allow; msgs/s = received / (last receive − first publish). "
+               "Added latency = gateway − direct (medians of the repeats); rate ratio = gateway / direct.")
+    sec.append("")
+
+    def rs(key):
+        return good(runs.get(key, []))
+
+    def lat(r_, key):
+        return [r["latency"][key] for r in r_ if r.get("latency", {}).get("count")]
+
+    sec.append("| QoS | run | receiver | latency p50 | p90 | p99 | max | received msgs/s | lost | server CPU (s) | broker CPU (s) | verification |")
+    sec.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for qos in (1, 0):
+        for kind in ("paced", "saturate"):
+            for mode in ("direct", "gateway"):
+                key = f"{mode}_{kind}_q{qos}"
+                r_ = rs(key)
+                title = "paced " + f"{MQTT_RATE:,}/s" if kind == "paced" else "saturation"
+                if not r_:
+                    errs = [r.get("error", "?") for r in runs.get(key, [])]
+                    sec.append(f"| {qos} | {title} | {mode} | not measured{': ' + errs[0][:200] if errs else ''} | | | | | | | | |")
+                    continue
+                rates = [r["received_per_s"] for r in r_]
+                receiver = "MQTT subscriber" if mode == "direct" else "WebSocket (gateway)"
+                sec.append(f"| {qos} | {title} | {receiver} | {fmt_ms(med(lat(r_, 'p50_us')))}{spread(lat(r_, 'p50_us'), fmt_ms)} | "
+                           f"{fmt_ms(med(lat(r_, 'p90_us')))} | {fmt_ms(med(lat(r_, 'p99_us')))}{spread(lat(r_, 'p99_us'), fmt_ms)} | "
+                           f"{fmt_ms(med(lat(r_, 'max_us')))} | {fmt_int(med(rates))}{spread(rates, fmt_int)} | "
+                           f"{fmt_int(sum(r.get('lost', 0) for r in r_))} | "
+                           f"{med([r.get('server_cpu_seconds', 0) for r in r_]) if mode == 'gateway' else '–'} | "
+                           f"{med([r.get('broker_cpu_seconds', 0) for r in r_])} | {verification(runs.get(key, []))} |")
+                if mode == "gateway":
+                    outs = [r["out_subscriber"] for r in r_ if r.get("out_subscriber")]
+                    if outs:
+                        o_lat = lambda k: [o["latency"][k] for o in outs if o.get("latency", {}).get("count")]  # noqa: E731
+                        o_rates = [o["received_per_s"] for o in outs]
+                        sec.append(f"| {qos} | {title} | MQTT `…/out` (gateway) | {fmt_ms(med(o_lat('p50_us')))} | "
+                                   f"{fmt_ms(med(o_lat('p90_us')))} | {fmt_ms(med(o_lat('p99_us')))} | {fmt_ms(med(o_lat('max_us')))} | "
+                                   f"{fmt_int(med(o_rates))}{spread(o_rates, fmt_int)} | {fmt_int(sum(o.get('lost', 0) for o in outs))} | "
+                                   "(same run) | (same run) | – |")
+    sec.append("")
+    sec.append("| metric (QoS 1 unless said) | direct (broker) | gateway | gateway − direct / ratio | target | met? |")
+    sec.append("|---|---|---|---|---|---|")
+    for qos in (1, 0):
+        dp, gp = rs(f"direct_paced_q{qos}"), rs(f"gateway_paced_q{qos}")
+        for pkey, label in (("p50_us", "p50"), ("p99_us", "p99")):
+            dv, gv = med(lat(dp, pkey)), med(lat(gp, pkey))
+            added = gv - dv if dv is not None and gv is not None else None
+            target = f"≤ {MQTT_ADDED_P50_TARGET_MS:g} ms" if pkey == "p50_us" and qos == 1 else "–"
+            ok = ("yes" if added is not None and added / 1000 <= MQTT_ADDED_P50_TARGET_MS else
+                  ("**no (missed)**" if added is not None else "**not measured**")) if target != "–" else "–"
+            sec.append(f"| added latency {label}, QoS {qos}, {MQTT_RATE:,} msg/s | {fmt_ms(dv)} | {fmt_ms(gv)} | "
+                       f"{fmt_ms(added)} | {target} | {ok} |")
+            if qos == 1:
+                summary.append((f"MQTT bridge added latency {label} (device → WebSocket − device → subscriber, {MQTT_RATE:,} msg/s, QoS 1)",
+                                f"{fmt_ms(added)} ({fmt_ms(gv)} vs {fmt_ms(dv)})", target, ok))
+        ds, gs = rs(f"direct_saturate_q{qos}"), rs(f"gateway_saturate_q{qos}")
+        dr, gr = med([r["received_per_s"] for r in ds]), med([r["received_per_s"] for r in gs])
+        ratio = gr / dr if dr and gr is not None else None
+        target = f"≥ {MQTT_RATE_RATIO_TARGET:g} × direct" if qos == 1 else "–"
+        ok = (met(ratio, MQTT_RATE_RATIO_TARGET) if qos == 1 else "–")
+        sec.append(f"| sustained msgs/s, QoS {qos} | {fmt_int(dr)} | {fmt_int(gr)} | "
+                   f"{f'{ratio:.2f} ×' if ratio is not None else 'n/a'} | {target} | {ok} |")
+        if qos == 1:
+            summary.append(("MQTT bridge sustained msgs/s (gateway / broker's own single-topic rate, QoS 1)",
+                            f"{fmt_int(gr)} vs {fmt_int(dr)} ({f'{ratio:.2f} ×' if ratio is not None else 'n/a'})",
+                            target, ok))
+    sec.append("")
+    sec.append("*server CPU* / *broker CPU*: CPU seconds of `switchboard serve` / `mosquitto` over the whole bench "
+               "process (setup and drain included). Everything shares the machine's cores: the bench's own libmosquitto "
+               "threads, the broker, the gateway and the WebSocket client.")
+    sec.append("")
+    if mq.get("commands"):
+        sec.append("Commands (first repeat; ports and password replaced):")
+        sec.append("")
+        sec.append("```sh")
+        sec.extend(mq["commands"])
+        sec.append("```")
+        sec.append("")
+    for note in mq.get("notes", []):
+        sec.append(f"**Note:** {note}")
+        sec.append("")
+    if foreign_note(sections.get("mqtt", {})):
+        sec.append(foreign_note(sections["mqtt"]))
+        sec.append("")
+    return sec
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 
 
@@ -1051,7 +1269,8 @@ def render_ws(ws: dict, sections: dict, summary: list) -> list[str]:
 
 def render(md: list[str], machine: dict, command: str, started: dt.datetime, finished: dt.datetime,
            fanout: list[dict], history: dict, line: dict, repeats: int, quick: bool,
-           sections: dict[str, dict], ws: dict | None = None) -> None:
+           sections: dict[str, dict], ws: dict | None = None, mqtt: dict | None = None,
+           reused: str | None = None) -> None:
     summary: list[tuple[str, str, str, str]] = []
 
     md.append("# Switchboard benchmarks")
@@ -1068,6 +1287,9 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
               "Nothing is extrapolated: a number is what the run measured, a miss is reported as a miss.")
     md.append("")
 
+    if reused:
+        md.append(f"> {reused}")
+        md.append("")
     md.append("## Machine")
     md.append("")
     md.append("| | |")
@@ -1318,6 +1540,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
                     met(s_tp, expected_rate * 0.99)))
 
     sec4 = render_ws(ws or {}, sections, summary)
+    sec5 = render_mqtt(mqtt or {}, sections, summary)
 
     md.append("## Summary")
     md.append("")
@@ -1330,6 +1553,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.extend(sec2)
     md.extend(sec3)
     md.extend(sec4)
+    md.extend(sec5)
 
     notes = Path(__file__).with_name("ANALYSIS.md")
     if notes.exists():
@@ -1351,7 +1575,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("```")
     md.append("")
     md.append("`--repeats N` changes the number of runs per figure, `--quick` makes a short smoke run, "
-              "`--only fanout,history,line,ws` runs a subset, `--wait-idle S` waits up to S seconds (default 120) "
+              "`--only fanout,history,line,ws,mqtt` runs a subset (`--reuse FILE` renders the others from an earlier `--json` file), `--wait-idle S` waits up to S seconds (default 120) "
               "for other processes to go quiet before starting, `--json FILE` keeps the raw results. Single benchmarks can be run by hand; each prints "
               "one JSON object:")
     md.append("")
@@ -1368,6 +1592,9 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("switchboard-bench ws --port 8080 --clients 10000 --users 100 --saturate --messages 1500 --password <pw>")
     md.append("switchboard-bench ws --port 8080 --line-port 7777 --clients 100 --receivers-via ws --sender-via line --password <pw>")
     md.append("switchboard-bench ws-idle --port 8080 --clients 5000 --password <pw>   # holds them until stdin closes")
+    md.append("# MQTT (a broker on 1883; for gateway also [mqtt] enabled against it and user bench000):")
+    md.append("switchboard-bench mqtt direct --mqtt-port 1883 --rate 1000 --seconds 5")
+    md.append("switchboard-bench mqtt gateway --mqtt-port 1883 --ws-port 8080 --password <pw> --room lobby --out-subscriber --saturate")
     md.append("```")
     md.append("")
 
@@ -1383,7 +1610,9 @@ def main() -> int:
     ap.add_argument("--ngircd", default=shutil.which("ngircd") or "/usr/sbin/ngircd", help="the ngircd binary")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
-    ap.add_argument("--only", default="fanout,history,line,ws", help="comma-separated subset to run")
+    ap.add_argument("--only", default="fanout,history,line,ws,mqtt", help="comma-separated subset to run")
+    ap.add_argument("--reuse", help="a --json file of an earlier run: sections left out by --only are rendered "
+                                    "from its raw results instead of as 'not run'")
     ap.add_argument("--json", help="also write the raw results as JSON to this file")
     ap.add_argument("--wait-idle", type=float, default=120,
                     help="wait up to this many seconds for other processes to go quiet before starting (0: don't)")
@@ -1423,6 +1652,27 @@ def main() -> int:
     acc = CpuAccounting()
     ws = bench_ws(binary, bench_bin, repeats, args.quick) if "ws" in only else {}
     sections["ws"] = acc.report()
+    acc = CpuAccounting()
+    mqtt = bench_mqtt(binary, bench_bin, repeats, args.quick) if "mqtt" in only else {}
+    sections["mqtt"] = acc.report()
+    reused = None
+    if args.reuse:
+        prev = json.loads(Path(args.reuse).read_text())
+        taken = []
+        for name in ("fanout", "history", "line", "ws", "mqtt"):
+            if name not in only and prev.get(name):
+                taken.append(name)
+                sections[name] = prev.get("sections", {}).get(name, {})
+        fanout = prev["fanout"] if "fanout" in taken else fanout
+        history = prev["history"] if "history" in taken else history
+        line = prev["line"] if "line" in taken else line
+        ws = prev["ws"] if "ws" in taken else ws
+        mqtt = prev["mqtt"] if "mqtt" in taken else mqtt
+        if taken:
+            reused = (f"Sections {', '.join(taken)} are re-rendered from the raw results of an earlier run "
+                      f"(started {prev.get('started', '?')}, command `{prev.get('command', '?')}`, machine load then: "
+                      f"{prev.get('machine', {}).get('foreign_cpu', '?')}); only {', '.join(sorted(only))} "
+                      "was measured by the command above.")
     finished = dt.datetime.now(dt.timezone.utc)
     try:
         machine["loadavg_end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -1436,14 +1686,15 @@ def main() -> int:
     log(f"cpu accounting: {cpu}")
 
     md: list[str] = []
-    render(md, machine, command, started, finished, fanout, history, line, repeats, args.quick, sections, ws)
+    render(md, machine, command, started, finished, fanout, history, line, repeats, args.quick, sections, ws, mqtt,
+           reused)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     log(f"wrote {out}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "command": command, "started": started.isoformat(),
-                                               "fanout": fanout, "history": history, "line": line, "ws": ws,
+                                               "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt,
                                                "sections": sections, "finished": finished.isoformat()}, indent=1))
     return 0
 
