@@ -561,7 +561,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             write(Stanza.error(replyingTo: message, type: "modify", condition: "jid-malformed"))
             return
         }
-        guard let body = message.child(named: "body", namespace: NS.client)?.text else { return }  // chat states, receipts: not bridged
+        let subject = message.child(named: "subject", namespace: NS.client)?.text
+        guard let body = message.child(named: "body", namespace: NS.client)?.text ?? subject else { return }  // chat states, receipts: not bridged
         let clientID = Self.clientID(message)
         do throws(SwitchboardError) {
             if to.domain == mucDomain, let local = to.local {
@@ -569,7 +570,10 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
                     write(Stanza.error(replyingTo: message, type: "modify", condition: "not-acceptable", text: "join the room first"))
                     return
                 }
-                let draft = EnvelopeDraft(room: room, from: session.sender, body: body, clientID: clientID)
+                // A subject change is a `system` envelope with attrs.subject (XEP-0045 §8.1).
+                let isSubject = subject != nil && message.child(named: "body", namespace: NS.client) == nil
+                let draft = EnvelopeDraft(room: room, from: session.sender, kind: isSubject ? .system : .chat, body: body,
+                                          attrs: isSubject ? [Self.subjectAttr: body] : [:], clientID: clientID)
                 try shared.bus.publish(draft, from: session)
                 pendingSends.append(PendingSend(stanza: message, room: room, isGroupchat: true))
             } else if to.domain == domain, let local = to.local {
@@ -641,7 +645,12 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             var echo = Stanza.element("message", NS.client, [("type", "groupchat"), ("from", mucJID(pending.room, nick: state.nick)),
                                                              ("to", jid.description)])
             if let id = pending.stanza.attribute("id") { echo.setAttribute("id", id) }
-            echo.append(Stanza.element("body", NS.client, text: pending.stanza.child(named: "body", namespace: NS.client)?.text ?? ""))
+            if let subject = pending.stanza.child(named: "subject", namespace: NS.client),
+               pending.stanza.child(named: "body", namespace: NS.client) == nil {
+                echo.append(subject)
+            } else {
+                echo.append(Stanza.element("body", NS.client, text: pending.stanza.child(named: "body", namespace: NS.client)?.text ?? ""))
+            }
             echo.append(Stanza.element("stanza-id", NS.sid, [("id", ack.id), ("by", mucJID(pending.room))]))
             if let origin = pending.stanza.child(named: "origin-id", namespace: NS.sid) { echo.append(origin) }
             write(echo)
@@ -696,6 +705,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             case .typing:
                 write(Stanza.element("message", NS.client, [("type", "groupchat"), ("from", from), ("to", jid.description)],
                                      [Stanza.element("composing", NS.chatStates)]))
+            case .system where envelope.attrs[Self.subjectAttr] != nil:
+                write(subjectMessage(envelope.attrs[Self.subjectAttr] ?? "", from: from, to: jid))
             default:
                 write(groupchat(envelope, from: from, to: jid, delayed: false))
             }
@@ -739,48 +750,65 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         write(Stanza.element("presence", NS.client, [("from", mucJID(room, nick: state.nick)), ("to", jid.description)],
                              [mucUserX(status: status)]))
         let request = state.history
-        guard request.maxStanzas > 0, seq > 0 else {
-            writeSubject(room, to: jid)
+        guard seq > 0 else {
+            write(subjectMessage("", from: mucJID(room), to: jid))
             return
         }
         let bus = shared.bus
         let user = session.user
-        runAsync({ () -> [Envelope] in
+        runAsync({ () -> ([Envelope], Envelope?) in
             await Self.historyMessages(bus: bus, room: room, reader: user, through: seq, request: request)
-        }) { handler, envelopes in
+        }) { handler, found in
+            let (envelopes, subject) = found
             for envelope in envelopes {
                 let from = handler.mucJID(room, nick: handler.nick(for: envelope.from, in: room))
                 handler.write(handler.groupchat(envelope, from: from, to: jid, delayed: true))
             }
-            handler.writeSubject(room, to: jid)
+            // The subject ends the join (XEP-0045 §7.2.15): the last one set, or empty.
+            let from = subject.map { handler.mucJID(room, nick: handler.nick(for: $0.from, in: room)) } ?? handler.mucJID(room)
+            handler.write(handler.subjectMessage(subject?.attrs[Self.subjectAttr] ?? "", from: from, to: jid))
         }
     }
 
-    /// The newest `maxStanzas` messages (not joins and leaves) up to `seq`, newer than
-    /// `since`, oldest first: read back page by page, at most a few thousand envelopes.
+    static let subjectAttr = "subject"
+
+    private func subjectMessage(_ subject: String, from: String, to jid: JID) -> XMLElement {
+        Stanza.element("message", NS.client, [("type", "groupchat"), ("from", from), ("to", jid.description)],
+                       [Stanza.element("subject", NS.client, text: subject.isEmpty ? nil : subject)])
+    }
+
+    /// The newest `maxStanzas` messages (not joins, leaves nor subject changes) up to `seq`,
+    /// newer than `since`, oldest first, and the latest subject change: read back page by
+    /// page, at most a few thousand envelopes.
     static func historyMessages(bus: any MessageBus, room: RoomName, reader: UserName, through seq: UInt64,
-                                request: HistoryRequest) async -> [Envelope] {
+                                request: HistoryRequest) async -> ([Envelope], Envelope?) {
         var found: [Envelope] = []
+        var subject: Envelope?
+        var messagesDone = request.maxStanzas == 0
         var before = seq + 1
         var scanned = 0
-        while found.count < request.maxStanzas, before > 1, scanned < 5000 {
+        // Messages are looked for in the last 5,000 envelopes, a subject in at least the last 1,000.
+        while before > 1, scanned < 5000, !(messagesDone && (subject != nil || scanned >= 1000)) {
             guard let page = try? await bus.history(of: room, reader: reader, before: before, after: nil, limit: 500),
                   let first = page.first
             else { break }
             scanned += page.count
-            for envelope in page.reversed() where envelope.kind != .join && envelope.kind != .leave {
-                if let since = request.sinceMillis, envelope.ts < since { return found.reversed() }
+            for envelope in page.reversed() {
+                if envelope.kind == .system, envelope.attrs[subjectAttr] != nil {
+                    if subject == nil { subject = envelope }
+                    continue
+                }
+                guard !messagesDone, envelope.kind != .join, envelope.kind != .leave else { continue }
+                if let since = request.sinceMillis, envelope.ts < since {
+                    messagesDone = true
+                    continue
+                }
                 found.append(envelope)
-                if found.count == request.maxStanzas { break }
+                if found.count == request.maxStanzas { messagesDone = true }
             }
             before = first.seq
         }
-        return found.reversed()
-    }
-
-    private func writeSubject(_ room: RoomName, to jid: JID) {
-        write(Stanza.element("message", NS.client, [("type", "groupchat"), ("from", mucJID(room)), ("to", jid.description)],
-                             [Stanza.element("subject", NS.client)]))
+        return (found.reversed(), subject)
     }
 
     func busRequestedClose(_ reason: SwitchboardError) {

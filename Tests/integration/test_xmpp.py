@@ -371,6 +371,32 @@ def test_history_maxstanzas_counts_messages(xserver, clients):
     assert got == {3: ["old 2", "old 3", "old 4"], 5: [f"old {i}" for i in range(5)], 1: ["old 4"]}, got
 
 
+def test_room_subject(xserver, clients):
+    """XEP-0045 §8.1: a subject change reaches every occupant (other protocols see a system
+    message) and ends the join of whoever comes later."""
+    room = unique("subj").lower()
+    line = xserver.client("bob")
+    line.join(room)
+    alice = xmpp(xserver, clients, "alice")
+    first = alice.join_muc(room, "alice")
+    assert first.subject is not None and first.subject.subject in (None, ""), first.subject
+    el = alice._element("message", to=alice.room_jid(room), type="groupchat", id="subject-1")
+    ET.SubElement(el, "{jabber:client}subject").text = "Quarterly planning"
+    alice.send_xml(el)
+    echo = alice.expect_message(lambda s: s.subject == "Quarterly planning" and s.body is None, "subject reflection",
+                                timeout=T)
+    assert echo.frm == f"{room_jid(room)}/alice", echo
+    line.expect(re.compile(rf"^MSG {room} \d+ -?\d+ alice xmpp \[system\] Quarterly planning$"), timeout=T)
+    alice.send_groupchat(room, "after the subject")
+    line.expect(re.compile(rf"^MSG {room} \d+ -?\d+ alice xmpp after the subject$"), timeout=T)
+
+    carol = xmpp(xserver, clients, "carol")
+    joined = carol.join_muc(room, "carol")
+    assert joined.subject.subject == "Quarterly planning", joined.subject
+    assert joined.subject.frm == f"{room_jid(room)}/alice", joined.subject
+    assert [h.body for h in joined.history] == ["after the subject"], joined.history
+
+
 def test_nick_conflict_and_assigned_nick(xserver, clients):
     room = unique("nick").lower()
     line = xserver.client("bob", timeout=T)
