@@ -200,12 +200,12 @@ let package = Package(
         ),
         .testTarget(
             name: "LineWireTests",
-            dependencies: ["LineWire", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["LineWire", "SwitchboardTesting", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "XMPPWireTests",
-            dependencies: ["XMPPWire"],
+            dependencies: ["XMPPWire", "SwitchboardTesting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

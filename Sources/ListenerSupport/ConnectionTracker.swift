@@ -22,5 +22,30 @@ public final class ConnectionTracker: Sendable {
     }
 
     public var all: [any Channel] { channels.withLock { Array($0.values) } }
+
+    /// Shutdown: sends `event` down every open connection's pipeline (its handler says
+    /// goodbye the protocol's way), waits up to `grace` for them to close, then closes
+    /// what is left. Returns how many connections there were.
+    @discardableResult
+    public func closeAll(sending event: some Sendable, grace: Duration) async -> Int {
+        let channels = all
+        for channel in channels {
+            channel.pipeline.fireUserInboundEventTriggered(event)
+        }
+        let deadline = ContinuousClock.now + grace
+        for channel in channels {
+            let remaining = deadline - ContinuousClock.now
+            if remaining > .zero {
+                _ = try? await withThrowingTaskGroup(of: Void.self) { group in
+                    group.addTask { try await channel.closeFuture.get() }
+                    group.addTask { try await Task.sleep(for: remaining) }
+                    try await group.next()
+                    group.cancelAll()
+                }
+            }
+            try? await channel.close()
+        }
+        return channels.count
+    }
 }
 

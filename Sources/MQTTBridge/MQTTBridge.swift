@@ -270,7 +270,7 @@ final class MQTTBridgeService: ListenerService, SessionSink {
         hasher.update(data: [0])
         hasher.update(data: message.payload)
         let digest = hasher.finalize()
-        let now = LocalBus.Configuration().clock()
+        let now = WallClock.millis()
         return state.withLock { state in
             while let (oldest, at) = state.recentOrder.first, at < now - settings.dedupMillis {
                 state.recentOrder.removeFirst()
@@ -287,7 +287,7 @@ final class MQTTBridgeService: ListenerService, SessionSink {
     private func drop(_ reason: MQTTDropReason, detail: String) {
         metrics.dropped(reason)
         SwitchboardMetrics.reject(.mqtt, reason: SwitchboardError.Code(rawValue: reason.rawValue))
-        let now = LocalBus.Configuration().clock()
+        let now = WallClock.millis()
         let suppressed: Int? = state.withLock { state in
             if let last = state.lastLogged[reason.rawValue], now - last.at < 60_000 {
                 state.lastLogged[reason.rawValue]!.suppressed += 1

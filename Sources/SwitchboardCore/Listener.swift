@@ -163,7 +163,7 @@ public struct RetentionService: Service {
     let logger: Logger
 
     public init(store: any HistoryStore, configuration: SwitchboardConfiguration, logger: Logger,
-                clock: @escaping @Sendable () -> Int64 = LocalBus.Configuration().clock) {
+                clock: @escaping @Sendable () -> Int64 = WallClock.millis) {
         self.store = store
         let days = configuration.int("history", "retention_days")
         let count = configuration.int("history", "max_per_room")

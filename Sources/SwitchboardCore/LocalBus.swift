@@ -38,7 +38,7 @@ public final class LocalBus: MessageBus {
         /// Where metrics go (the global `MetricsSystem` unless a test injects one).
         public var metricsFactory: any MetricsFactory = MetricsSystem.factory
         /// Milliseconds since the epoch; injected for tests.
-        public var clock: @Sendable () -> Int64 = { Int64(Date().timeIntervalSince1970 * 1000) }
+        public var clock: @Sendable () -> Int64 = WallClock.millis
 
         public init() {}
     }
@@ -332,4 +332,9 @@ extension LocalBus.Configuration {
         maxBatch = config.int("history", "max_batch")
         autoCreateRooms = config.bool("rooms", "auto_create")
     }
+}
+
+/// Server time as envelopes carry it: milliseconds since the epoch.
+public enum WallClock {
+    @Sendable public static func millis() -> Int64 { Int64(Date().timeIntervalSince1970 * 1000) }
 }

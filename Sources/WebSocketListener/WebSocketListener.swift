@@ -40,7 +40,7 @@ final class WebSocketListenerService: ListenerService {
                 ServerFrame.textFrame(ServerFrame.envelope(envelope), allocator: allocator)
             },
             logger: context.logger,
-            clock: LocalBus.Configuration().clock)
+            clock: WallClock.millis)
     }
 
     var isReady: Bool { ready.load(ordering: .relaxed) }

@@ -535,7 +535,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         if let text = element.attribute("maxstanzas"), let value = Int(text) { request.maxStanzas = max(0, min(value, 500)) }
         if element.attribute("maxchars") == "0" { request.maxStanzas = 0 }
         if let text = element.attribute("seconds"), let seconds = Int64(text) {
-            request.sinceMillis = LocalBus.Configuration().clock() - max(0, seconds) * 1000
+            request.sinceMillis = WallClock.millis() - max(0, seconds) * 1000
         }
         if let text = element.attribute("since"), let since = Stanza.parseTimestamp(text) {
             request.sinceMillis = max(request.sinceMillis ?? since, since)

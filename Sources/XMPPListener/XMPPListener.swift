@@ -113,23 +113,8 @@ final class XMPPListenerService: ListenerService {
 
         ready.store(false, ordering: .relaxed)
         try? await server.close()
-        let channels = tracker.all
-        context.logger.info("xmpp listener stopping", metadata: ["connections": "\(channels.count)"])
-        for channel in channels {
-            channel.pipeline.fireUserInboundEventTriggered(XMPPShutdownEvent())
-        }
-        let deadline = ContinuousClock.now + .seconds(settings.shutdownGraceSeconds)
-        for channel in channels {
-            let remaining = deadline - ContinuousClock.now
-            if remaining > .zero {
-                _ = try? await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await channel.closeFuture.get() }
-                    group.addTask { try await Task.sleep(for: remaining) }
-                    try await group.next()
-                    group.cancelAll()
-                }
-            }
-            try? await channel.close()
-        }
+        context.logger.info("xmpp listener stopping", metadata: ["connections": "\(tracker.all.count)"])
+        // Every connection says goodbye within the grace period, or is closed.
+        await tracker.closeAll(sending: XMPPShutdownEvent(), grace: .seconds(settings.shutdownGraceSeconds))
     }
 }

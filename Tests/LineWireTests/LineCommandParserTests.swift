@@ -1,4 +1,5 @@
 import LineWire
+import SwitchboardTesting
 import Testing
 
 @Suite struct LineCommandParserTests {

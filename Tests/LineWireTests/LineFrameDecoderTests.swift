@@ -1,4 +1,5 @@
 import NIOCore
+import SwitchboardTesting
 import Testing
 
 @testable import LineWire

@@ -1,5 +1,6 @@
 import LineWire
 import NIOCore
+import SwitchboardTesting
 import Testing
 
 private func wire(_ reply: LineReply) -> [UInt8] {

@@ -1,4 +1,5 @@
 import LineWire
+import SwitchboardTesting
 import Testing
 
 /// A random string mixing the characters escaping cares about with ordinary and non-ASCII ones.

@@ -1,3 +1,4 @@
+import SwitchboardTesting
 import Testing
 
 @testable import XMPPWire

@@ -1,3 +1,4 @@
+import SwitchboardTesting
 @testable import XMPPWire
 
 /// What a reader produced from a sequence of chunks: the events, and the error that ended it.
