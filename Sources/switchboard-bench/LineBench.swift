@@ -82,10 +82,10 @@ struct LineLoadCommand: AsyncParsableCommand {
             readies.append(ready.futureResult)
             if role == .sender {
                 // Everyone else is in the room before the sender joins.
-                _ = try await waitAll(Array(readies.dropLast()), timeout: setupTimeout, on: group)
+                try await waitAllReady(Array(readies.dropLast()), timeout: setupTimeout, on: group)
             }
         }
-        _ = try await waitAll(readies, timeout: setupTimeout, on: group)
+        try await waitAllReady(readies, timeout: setupTimeout, on: group)
         let setupSeconds = Double(monoNanos() - setupStart) / 1e9
         // Let join notifications settle.
         try await Task.sleep(for: .milliseconds(500))
@@ -148,21 +148,6 @@ struct LineLoadCommand: AsyncParsableCommand {
         }
         result["ok"] = sendDone && allArrived && snapshot.errorCount == 0 && sent == total
         return result
-    }
-
-    /// Waits for every future, failing after `timeout` seconds.
-    private func waitAll(_ futures: [EventLoopFuture<Void>], timeout: Double, on group: any EventLoopGroup) async throws -> Bool {
-        let loop = group.next()
-        let all = EventLoopFuture.andAllSucceed(futures, on: loop)
-        let timer = loop.scheduleTask(in: .milliseconds(Int64(timeout * 1000))) {
-            throw LoadError("clients not ready after \(timeout) s")
-        }
-        let first = loop.makePromise(of: Void.self)
-        all.cascade(to: first)
-        timer.futureResult.cascadeFailure(to: first)
-        defer { timer.cancel() }
-        try await first.futureResult.get()
-        return true
     }
 }
 
