@@ -75,6 +75,25 @@ let package = Package(
             dependencies: ["CLibXML2"],
             swiftSettings: swiftSettings
         ),
+        .target(
+            name: "SIPWire",
+            dependencies: [.product(name: "Crypto", package: "swift-crypto")],
+            swiftSettings: swiftSettings
+        ),
+        .target(
+            name: "SIPListener",
+            dependencies: [
+                "SwitchboardCore", "ListenerSupport", "SIPWire",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
         // MARK: What the NIO-based listeners share (event-loop wakeups).
         .target(
             name: "ListenerSupport",
@@ -163,7 +182,7 @@ let package = Package(
         .executableTarget(
             name: "switchboard",
             dependencies: [
-                "SwitchboardCore", "SwitchboardStore", "LineListener", "WebSocketListener", "MQTTBridge", "XMPPListener",
+                "SwitchboardCore", "SwitchboardStore", "LineListener", "WebSocketListener", "MQTTBridge", "XMPPListener", "SIPListener",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -185,6 +204,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // MARK: Tests mirror the sources.
+        .testTarget(
+            name: "SIPWireTests",
+            dependencies: ["SIPWire"],
+            exclude: ["Fixtures"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: [

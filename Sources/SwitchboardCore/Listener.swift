@@ -53,11 +53,14 @@ public struct ListenerContext: Sendable {
     public var health: HealthRegistry
     /// The metrics in Prometheus text format (`/metrics`), when the process exports them.
     public var metricsExposition: (@Sendable () -> [UInt8])?
+    /// SIP registrar bindings and memberships (the SIP listener requires it).
+    public var sipState: (any SIPStateStore)?
 
     public init(
         section: String, configuration: SwitchboardConfiguration, bus: any MessageBus, accounts: any AccountStore,
         rooms: any RoomStore, authenticator: PasswordAuthenticator, logger: Logger,
-        health: HealthRegistry = HealthRegistry(), metricsExposition: (@Sendable () -> [UInt8])? = nil
+        health: HealthRegistry = HealthRegistry(), metricsExposition: (@Sendable () -> [UInt8])? = nil,
+        sipState: (any SIPStateStore)? = nil
     ) {
         self.section = section
         self.configuration = configuration
@@ -68,6 +71,7 @@ public struct ListenerContext: Sendable {
         self.logger = logger
         self.health = health
         self.metricsExposition = metricsExposition
+        self.sipState = sipState
     }
 }
 

@@ -69,3 +69,50 @@ public protocol AccountStore: Sendable {
     /// Every account name with its creation time.
     func listAccounts() async throws -> [(user: UserName, createdAt: Int64)]
 }
+
+/// A SIP registration binding (RFC 3261 §10): one contact of a user, until `expiresAt`.
+public struct SIPBindingRecord: Hashable, Sendable {
+    public var user: UserName
+    /// The Contact URI as registered.
+    public var contact: String
+    /// Where the REGISTER came from (`udp:127.0.0.1:5070`): requests for the contact go there.
+    public var source: String
+    public var callID: String
+    public var cseq: UInt32
+    /// Milliseconds since 1970.
+    public var expiresAt: Int64
+
+    public init(user: UserName, contact: String, source: String, callID: String, cseq: UInt32, expiresAt: Int64) {
+        self.user = user
+        self.contact = contact
+        self.source = source
+        self.callID = callID
+        self.cseq = cseq
+        self.expiresAt = expiresAt
+    }
+}
+
+/// A SIP user's membership of a room (or direct conversation) and how far it was delivered.
+public struct SIPMembershipRecord: Hashable, Sendable {
+    public var user: UserName
+    public var room: RoomName
+    /// Every envelope up to this seq reached one of the user's contacts (or was the user's own).
+    public var deliveredSeq: UInt64
+
+    public init(user: UserName, room: RoomName, deliveredSeq: UInt64) {
+        self.user = user
+        self.room = room
+        self.deliveredSeq = deliveredSeq
+    }
+}
+
+/// What the SIP listener keeps across restarts: bindings and room memberships.
+public protocol SIPStateStore: Sendable {
+    func sipBindings() async throws -> [SIPBindingRecord]
+    /// For each user named, replaces every binding with the ones given (none: all removed), in one transaction.
+    func replaceSIPBindings(_ byUser: [UserName: [SIPBindingRecord]]) async throws
+    func sipMemberships() async throws -> [SIPMembershipRecord]
+    /// Inserts or updates memberships (the delivered seq never goes back).
+    func saveSIPMemberships(_ memberships: [SIPMembershipRecord]) async throws
+    func deleteSIPMembership(user: UserName, room: RoomName) async throws
+}

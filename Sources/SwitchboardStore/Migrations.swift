@@ -12,8 +12,32 @@ enum Migrations {
         migrator.registerMigration("v1-rooms-envelopes-accounts") { db in
             try db.execute(sql: v1)
         }
+        migrator.registerMigration("v2-sip-bindings-memberships") { db in
+            try db.execute(sql: v2)
+        }
         return migrator
     }
+
+    /// SIP state that survives a restart: registrar bindings and room memberships with the
+    /// seq delivered so far (the rest of a member's messages are read back from `envelopes`).
+    static let v2 = """
+        CREATE TABLE sip_bindings (
+            user TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+            contact TEXT NOT NULL CHECK (length(contact) BETWEEN 1 AND 1024),
+            source TEXT NOT NULL CHECK (length(source) BETWEEN 1 AND 256),
+            call_id TEXT NOT NULL CHECK (length(call_id) BETWEEN 1 AND 256),
+            cseq INTEGER NOT NULL CHECK (cseq >= 0),
+            expires_at INTEGER NOT NULL,
+            PRIMARY KEY (user, contact)
+        ) WITHOUT ROWID;
+
+        CREATE TABLE sip_memberships (
+            user TEXT NOT NULL REFERENCES accounts(name) ON DELETE CASCADE,
+            room TEXT NOT NULL CHECK (length(room) BETWEEN 1 AND 140),
+            delivered_seq INTEGER NOT NULL DEFAULT 0 CHECK (delivered_seq >= 0),
+            PRIMARY KEY (user, room)
+        ) WITHOUT ROWID;
+        """
 
     /// The first schema: rooms, their envelopes, accounts.
     ///

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import MQTTBridge
 import Prometheus
+import SIPListener
 import ServiceLifecycle
 import SwitchboardCore
 import SwitchboardStore
@@ -71,7 +72,9 @@ extension RoomName {
 }
 
 /// Every listener compiled into this binary.
-let registry = ListenerRegistry([LineListener.descriptor, WebSocketListener.descriptor, MQTTBridge.descriptor, XMPPListener.descriptor])
+let registry = ListenerRegistry([
+    LineListener.descriptor, WebSocketListener.descriptor, MQTTBridge.descriptor, XMPPListener.descriptor, SIPListener.descriptor,
+])
 
 // MARK: serve
 
@@ -118,7 +121,7 @@ struct Serve: AsyncParsableCommand {
                         var buffer: [UInt8] = []
                         prometheus.emit(into: &buffer)
                         return buffer
-                    })
+                    }, sipState: store)
             }
         } catch {
             throw CommandError("invalid configuration:\n" + error.problems.map { "  " + $0 }.joined(separator: "\n"))

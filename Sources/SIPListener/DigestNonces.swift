@@ -1,0 +1,90 @@
+import Crypto
+import SIPWire
+import SwitchboardCore
+
+/// Issues and checks digest nonces (RFC 3261 §22.4, RFC 8760).
+///
+/// A nonce is `<issued ms in hex>.<HMAC-SHA-256 of it, truncated>`: the server keeps no state
+/// to recognise its own nonces, and checks their age against the TTL (an old one is `stale`).
+/// Replays are refused by remembering the highest `nc` seen per nonce until it expires (and
+/// treating a nonce used without `qop` as single-use).
+public struct DigestNonces: Sendable {
+    public let realm: String
+    public let ttlMillis: Int64
+    public let opaque: String
+    private let key: SymmetricKey
+    private var lastCount: [String: (count: UInt64, expiresAt: Int64)] = [:]
+
+    public init(realm: String, ttlSeconds: Int, key: SymmetricKey = SymmetricKey(size: .bits256)) {
+        self.realm = realm
+        self.ttlMillis = Int64(ttlSeconds) * 1000
+        self.key = key
+        self.opaque = Array(HMAC<SHA256>.authenticationCode(for: Array("opaque".utf8), using: key)).prefix(8).hexString
+    }
+
+    public func makeNonce(now: Int64) -> String {
+        let stamp = String(now, radix: 16)
+        return stamp + "." + signature(stamp)
+    }
+
+    private func signature(_ stamp: String) -> String {
+        Array(HMAC<SHA256>.authenticationCode(for: Array((stamp + ":" + realm).utf8), using: key)).prefix(16).hexString
+    }
+
+    /// The `WWW-Authenticate` / `Proxy-Authenticate` values to send: SHA-256 first, then MD5.
+    public func challenges(now: Int64, stale: Bool = false) -> [String] {
+        let nonce = makeNonce(now: now)
+        return SIPDigestAlgorithm.allCases.map { algorithm in
+            "Digest realm=\"\(realm)\", nonce=\"\(nonce)\", opaque=\"\(opaque)\", algorithm=\(algorithm.name), qop=\"auth\""
+                + (stale ? ", stale=true" : "")
+        }
+    }
+
+    public enum Verdict: Equatable, Sendable {
+        case ok
+        /// The response was computed right but the nonce is too old: challenge again with stale=true.
+        case stale
+        /// Wrong password, a foreign or replayed nonce, or another realm.
+        case rejected
+    }
+
+    /// Checks `credentials` for a request with `method` against the stored HA1 of the user.
+    public mutating func verify(
+        _ credentials: SIPDigestCredentials, method: String, stored: StoredCredentials, now: Int64
+    ) -> Verdict {
+        guard credentials.realm == realm, stored.digestRealm == realm,
+              credentials.opaque == nil || credentials.opaque == opaque
+        else { return .rejected }
+        let parts = credentials.nonce.split(separator: ".")
+        guard parts.count == 2, let issued = Int64(parts[0], radix: 16),
+              DigestNonces.equal(String(parts[1]), signature(String(parts[0])))
+        else { return .rejected }
+        if let qop = credentials.qop, qop != "auth" { return .rejected }
+        let ha1 = credentials.algorithm == .md5 ? stored.digestHA1MD5 : stored.digestHA1SHA256
+        let expected = credentials.algorithm.response(
+            ha1: ha1, nonce: credentials.nonce, method: method, uri: credentials.uri,
+            qop: credentials.qop, nc: credentials.nc, cnonce: credentials.cnonce)
+        guard DigestNonces.equal(expected, credentials.response) else { return .rejected }
+        guard now - issued <= ttlMillis, issued <= now + 60_000 else { return .stale }
+        // Replay protection: nc must grow for each use of a nonce.
+        let count: UInt64
+        if credentials.qop != nil {
+            guard let nc = credentials.nc, let value = UInt64(nc, radix: 16) else { return .rejected }
+            count = value
+        } else {
+            count = 1
+        }
+        if let seen = lastCount[credentials.nonce], count <= seen.count { return .rejected }
+        lastCount[credentials.nonce] = (count, issued + ttlMillis)
+        return .ok
+    }
+
+    /// Forgets the counters of expired nonces.
+    public mutating func sweep(now: Int64) {
+        lastCount = lastCount.filter { $0.value.expiresAt >= now }
+    }
+
+    static func equal(_ a: String, _ b: String) -> Bool {
+        StoredCredentials.constantTimeEqual(Array(a.utf8), Array(b.utf8))
+    }
+}

@@ -1,0 +1,169 @@
+import SIPWire
+import SwitchboardCore
+
+/// One registered contact of a user.
+struct Binding: Hashable {
+    var contact: SIPAddress
+    var source: SIPPeer
+    var callID: String
+    var cseq: UInt32
+    var expiresAt: Int64
+
+    var record: (UserName) -> SIPBindingRecord {
+        { user in SIPBindingRecord(user: user, contact: contact.uri.description, source: source.description,
+                                   callID: callID, cseq: cseq, expiresAt: expiresAt) }
+    }
+}
+
+/// The registrar (RFC 3261 §10.3) with digest authentication; bindings are written to
+/// SQLite in groups before the 200 goes out, so a restart keeps them.
+extension SIPCore {
+    func handleRegister(_ request: SIPRequest, key: String, from peer: SIPPeer) {
+        guard extensionsSupported(request, key: key, headers: ["Require"]) else { return }
+        guard let to = try? request.to(), let userText = to.uri.user, isOurDomain(to.uri.host) || isOurAddress(to.uri),
+              let user = UserName(userText), user.rawValue == userText
+        else {
+            respond(response(to: request, status: 404, warning: "the To header must name sip:<user>@\(settings.domain)"), server: key)
+            return
+        }
+        authenticate(request, key: key, header: "Authorization", challengeStatus: 401, as: user) { user in
+            self.applyRegister(request, user: user, key: key, from: peer)
+        }
+    }
+
+    private func applyRegister(_ request: SIPRequest, user: UserName, key: String, from peer: SIPPeer) {
+        let now = clock()
+        let headerExpires = (try? request.expires()) ?? nil
+        guard let contacts = try? request.contacts(), let callID = request.callID, let cseq = try? request.cseq() else {
+            respond(response(to: request, status: 400), server: key)
+            return
+        }
+        var current = bindings[user, default: []].filter { $0.expiresAt > now }
+        if request.contactsAreWildcard {
+            guard contacts.isEmpty, headerExpires == 0 else {
+                respond(response(to: request, status: 400, warning: "Contact: * needs Expires: 0 and no other contact"), server: key)
+                return
+            }
+            current.removeAll()
+        } else {
+            for contact in contacts {
+                var expires = settings.maxExpires
+                if let text = contact.parameters[parameter: "expires"] {
+                    guard let value = Int(text), value >= 0 else {
+                        respond(response(to: request, status: 400, warning: "bad expires parameter"), server: key)
+                        return
+                    }
+                    expires = value
+                } else if let headerExpires {
+                    expires = headerExpires
+                }
+                if expires > 0 && expires < settings.minExpires {
+                    var r = response(to: request, status: 423)
+                    r.headers.add("Min-Expires", "\(settings.minExpires)")
+                    respond(r, server: key)
+                    return
+                }
+                expires = min(expires, settings.maxExpires)
+                let matchKey = contact.uri.matchKey
+                if let existing = current.first(where: { $0.contact.uri.matchKey == matchKey }),
+                   existing.callID == callID, existing.cseq >= cseq.number {
+                    respond(response(to: request, status: 500, warning: "CSeq out of order"), server: key)
+                    return
+                }
+                current.removeAll { $0.contact.uri.matchKey == matchKey }
+                if expires > 0 {
+                    var stored = contact
+                    stored.parameters = []
+                    current.append(Binding(contact: stored, source: peer, callID: callID, cseq: cseq.number,
+                                           expiresAt: now + Int64(expires) * 1000))
+                }
+            }
+            if current.count > settings.maxBindingsPerUser {
+                respond(response(to: request, status: 403, warning: "at most \(settings.maxBindingsPerUser) contacts per user"), server: key)
+                return
+            }
+        }
+        let hadBindings = !(bindings[user]?.isEmpty ?? true)
+        setBindings(current, of: user)
+        persistBindings(of: user) { core in
+            var r = core.response(to: request, status: 200)
+            for binding in current {
+                let remaining = max(0, (binding.expiresAt - now) / 1000)
+                r.headers.add("Contact", "<\(binding.contact.uri)>;expires=\(remaining)")
+            }
+            core.respond(r, server: key)
+            if !current.isEmpty {
+                core.memberCameOnline(user, wasOnline: hadBindings)
+            }
+        }
+    }
+
+    func setBindings(_ list: [Binding], of user: UserName) {
+        for old in bindings[user] ?? [] {
+            trustedSources[old.source.description]?.remove(user)
+            if trustedSources[old.source.description]?.isEmpty == true { trustedSources[old.source.description] = nil }
+        }
+        bindings[user] = list.isEmpty ? nil : list
+        for binding in list { trustedSources[binding.source.description, default: []].insert(user) }
+    }
+
+    /// Writes the user's bindings (grouped with others waiting), then runs `then` on the loop.
+    func persistBindings(of user: UserName, then: @escaping (SIPCore) -> Void) {
+        bindingWrites[user] = (bindings[user] ?? []).map { $0.record(user) }
+        bindingWriteWaiters.append({ [unowned self] in then(self) })
+        flushBindingWrites()
+    }
+
+    private func flushBindingWrites() {
+        guard !bindingWriteInFlight, !bindingWrites.isEmpty else { return }
+        bindingWriteInFlight = true
+        let writes = bindingWrites
+        let waiters = bindingWriteWaiters
+        bindingWrites = [:]
+        bindingWriteWaiters = []
+        let state = self.state
+        hop({ try await state.replaceSIPBindings(writes) }) { core, result in
+            core.bindingWriteInFlight = false
+            if case .failure(let error) = result {
+                core.logger.error("cannot store SIP bindings", metadata: ["error": "\(error)"])
+            }
+            for waiter in waiters { waiter() }
+            core.flushBindingWrites()
+            core.output?.flush()
+        }
+    }
+
+    /// Removes expired bindings (each second).
+    func expireBindings(now: Int64) {
+        for (user, list) in bindings where list.contains(where: { $0.expiresAt <= now }) {
+            setBindings(list.filter { $0.expiresAt > now }, of: user)
+            if bindings[user] == nil { memberWentOffline(user) }
+        }
+    }
+
+    /// Loads stored bindings at start.
+    func restoreBindings(_ records: [SIPBindingRecord]) {
+        let now = clock()
+        for record in records where record.expiresAt > now {
+            guard let uri = try? SIPURI(parsing: record.contact), let source = SIPPeer(record.source) else { continue }
+            bindings[record.user, default: []].append(Binding(
+                contact: SIPAddress(uri: uri), source: source, callID: record.callID, cseq: record.cseq,
+                expiresAt: record.expiresAt))
+            trustedSources[source.description, default: []].insert(record.user)
+        }
+    }
+
+    /// True when `peer` registered a contact of `user` (requests from it need no digest).
+    func isTrusted(_ peer: SIPPeer, as user: UserName) -> Bool {
+        trustedSources[peer.description]?.contains(user) ?? false
+    }
+
+    /// The user whose binding has this contact URI, if any.
+    func bindingOwner(ofContact uri: SIPURI) -> (UserName, Binding)? {
+        let key = uri.matchKey
+        for (user, list) in bindings {
+            if let binding = list.first(where: { $0.contact.uri.matchKey == key }) { return (user, binding) }
+        }
+        return nil
+    }
+}

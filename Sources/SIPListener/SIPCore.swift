@@ -1,0 +1,532 @@
+import Crypto
+import DequeModule
+import Foundation
+import HeapModule
+import Logging
+import NIOCore
+import SIPWire
+import SwitchboardCore
+
+/// Sends bytes to a peer; implemented by the listener's UDP channel and TCP connections.
+protocol SIPWireOutput: AnyObject {
+    /// False when the peer cannot be reached (a TCP peer without a connection).
+    @discardableResult
+    func send(_ bytes: [UInt8], to peer: SIPPeer) -> Bool
+    func flush()
+}
+
+/// The SIP server's logic: transactions, registrar, proxy, messaging, call events.
+///
+/// It lives on one event loop: every entry point runs there (the UDP channel's loop; TCP
+/// connections and the bus hop to it through ``NIOLoopBound``). The state machines it drives
+/// do no I/O; this class turns their actions into sends and timers.
+final class SIPCore {
+    let loop: any EventLoop
+    let settings: SIPSettings
+    let bus: any MessageBus
+    let accounts: any AccountStore
+    let state: any SIPStateStore
+    let logger: Logger
+    var output: (any SIPWireOutput)?
+    let clock: () -> Int64
+
+    var serverTransactions: [String: ServerEntry] = [:]
+    var clientTransactions: [String: ClientEntry] = [:]
+    var timerHeap = Heap<TimerEntry>()
+    var timerScheduled: Int64?
+    var nonces: DigestNonces
+    var credentialCache: [UserName: CachedCredentials] = [:]
+    var credentialWaiters: [UserName: [(StoredCredentials?) -> Void]] = [:]
+
+    // Registrar
+    var bindings: [UserName: [Binding]] = [:]
+    var trustedSources: [String: Set<UserName>] = [:]
+    var bindingWrites: [UserName: [SIPBindingRecord]] = [:]
+    var bindingWriteWaiters: [() -> Void] = []
+    var bindingWriteInFlight = false
+
+    // Members (SIP users with a bus session)
+    var members: [UserName: Member] = [:]
+    var deliveries: [String: DeliveryRef] = [:]
+    var dirtyMemberships: Set<MembershipKey> = []
+    var membershipFlushScheduled = false
+
+    // Proxy
+    var proxyContexts: [String: ProxyContext] = [:]
+    var calls: [String: CallRecord] = [:]
+
+    var counter: UInt64 = 0
+    let instance: String
+
+    init(
+        loop: any EventLoop, settings: SIPSettings, bus: any MessageBus, accounts: any AccountStore,
+        state: any SIPStateStore, logger: Logger, clock: @escaping () -> Int64 = WallClock.millis
+    ) {
+        self.loop = loop
+        self.settings = settings
+        self.bus = bus
+        self.accounts = accounts
+        self.state = state
+        self.logger = logger
+        self.clock = clock
+        self.nonces = DigestNonces(realm: settings.domain, ttlSeconds: settings.nonceTTLSeconds)
+        var rng = SystemRandomNumberGenerator()
+        self.instance = String(rng.next() as UInt32, radix: 36)
+    }
+
+    var bound: NIOLoopBound<SIPCore> { NIOLoopBound(self, eventLoop: loop) }
+
+    /// Runs `body` on the core's loop once an async operation finishes.
+    func hop<T: Sendable>(_ operation: @escaping @Sendable () async throws -> T,
+                          then body: @escaping (SIPCore, Result<T, any Error>) -> Void) {
+        let bound = NIOLoopBound(self, eventLoop: loop)
+        let continuation = NIOLoopBound(body, eventLoop: loop)
+        let loop = self.loop
+        Task {
+            let result: Result<T, any Error>
+            do { result = .success(try await operation()) } catch { result = .failure(error) }
+            loop.execute { continuation.value(bound.value, result) }
+        }
+    }
+
+    // MARK: Identifiers
+
+    func nextID() -> String {
+        counter &+= 1
+        return instance + String(counter, radix: 36)
+    }
+
+    func newBranch() -> String { "z9hG4bK-sb" + nextID() }
+    func newTag() -> String { "sb" + nextID() }
+
+    /// The sent-by of our Via and the host:port of our Record-Route.
+    var hostPort: String { "\(settings.advertiseHost):\(settings.port)" }
+
+    func isOurAddress(_ uri: SIPURI) -> Bool {
+        let port = uri.port ?? 5060
+        return port == settings.port && (uri.host == settings.advertiseHost || uri.host == settings.bind)
+    }
+
+    func isOurDomain(_ host: String) -> Bool {
+        host == settings.domain
+    }
+
+    // MARK: Input
+
+    /// One message from the network.
+    func receive(_ message: SIPMessage, from peer: SIPPeer) {
+        switch message {
+        case .request(let request): receiveRequest(request, from: peer)
+        case .response(let response): receiveResponse(response, from: peer)
+        }
+        output?.flush()
+    }
+
+    /// Bytes that did not parse: answer with the error's status when enough headers were read.
+    func receiveInvalid(_ error: SIPParseError, looksLikeRequest: Bool, from peer: SIPPeer) {
+        SwitchboardMetrics.reject(.sip, reason: SwitchboardError.Code(rawValue: error.code))
+        guard let headers = error.partialHeaders, looksLikeRequest,
+              headers["Via"] != nil, headers["Call-ID"] != nil, headers["CSeq"] != nil,
+              headers["From"] != nil, headers["To"] != nil,
+              !(headers["CSeq"] ?? "").hasSuffix("ACK")
+        else {
+            logger.debug("dropped an unparsable SIP message", metadata: ["peer": "\(peer)", "error": "\(error)"])
+            return
+        }
+        var response = SIPResponse(status: error.status, reason: nil)
+        for via in headers.values("Via").prefix(1) { response.headers.add("Via", via) }
+        for name in ["From", "To", "Call-ID", "CSeq"] {
+            if let value = headers[name] { response.headers.add(name, name == "To" ? addTag(value) : value) }
+        }
+        response.headers.add("Warning", "399 \(settings.advertiseHost) \"\(error.message.prefix(120).replacingOccurrences(of: "\"", with: "'"))\"")
+        output?.send(response.serialize(), to: peer)
+        output?.flush()
+    }
+
+    /// False for bytes that start like a status line (a response is never answered).
+    static func looksLikeRequest(_ bytes: [UInt8]) -> Bool {
+        let prefix = bytes.drop(while: { $0 == 13 || $0 == 10 }).prefix(4)
+        return !prefix.elementsEqual("SIP/".utf8)
+    }
+
+    private func addTag(_ to: String) -> String {
+        to.contains(";tag=") ? to : to + ";tag=" + newTag()
+    }
+
+    func receiveRequest(_ request: SIPRequest, from peer: SIPPeer) {
+        do {
+            try request.validate()
+        } catch {
+            SwitchboardMetrics.reject(.sip, reason: SwitchboardError.Code(rawValue: error.code))
+            if request.method != .ack {
+                sendStateless(response(to: request, status: error.status, warning: error.message), to: peer)
+            }
+            return
+        }
+        guard let via = try? request.topVia() else { return }
+        let key = Self.serverKey(branch: via.branch, via: via, method: request.method == .ack ? .invite : request.method,
+                                 callID: request.callID ?? "", cseq: (try? request.cseq().number) ?? 0)
+
+        if request.method == .ack {
+            if var entry = serverTransactions[key], entry.transaction.isInvite, !(entry.transaction.lastResponse?.isSuccess ?? false) {
+                let actions = entry.transaction.receiveACK(now: clock())
+                serverTransactions[key] = entry
+                perform(actions, server: key)
+                return
+            }
+            forwardInDialog(request, from: peer, stateless: true)
+            return
+        }
+        if var entry = serverTransactions[key] {
+            let actions = entry.transaction.receiveRetransmission()
+            serverTransactions[key] = entry
+            perform(actions, server: key)
+            return
+        }
+        if request.method == .cancel {
+            handleCancel(request, via: via, from: peer)
+            return
+        }
+        // A new server transaction.
+        let transaction = ServerTransaction(method: request.method, reliable: peer.isReliable, timers: settings.timers)
+        serverTransactions[key] = ServerEntry(transaction: transaction, peer: peer, request: request)
+        route(request, key: key, from: peer)
+    }
+
+    static func serverKey(branch: String?, via: SIPVia, method: SIPMethod, callID: String, cseq: UInt32) -> String {
+        if let branch, branch.hasPrefix("z9hG4bK") {
+            return "\(branch)|\(via.host):\(via.port ?? 5060)|\(method.rawValue)"
+        }
+        // RFC 2543 peers: match on Call-ID, CSeq and the Via.
+        return "\(callID)|\(cseq)|\(via)|\(method.rawValue)"
+    }
+
+    /// Decides who handles a new request.
+    func route(_ request: SIPRequest, key: String, from peer: SIPPeer) {
+        // A proxy checks Proxy-Require; Require is for the UAS (checked where we are one).
+        guard extensionsSupported(request, key: key, headers: ["Proxy-Require"]) else { return }
+        guard request.uri.isSIP else {
+            respond(response(to: request, status: 416), server: key)
+            return
+        }
+        let routes = (try? request.routes()) ?? []
+        if let top = routes.first, isOurAddress(top.uri) || isOurDomain(top.uri.host) {
+            // Loose routing through us (a dialog we record-routed).
+            forwardInDialog(request, from: peer, stateless: false, serverKey: key)
+            return
+        }
+        if !routes.isEmpty || (!isOurDomain(request.uri.host) && request.uri.host != settings.conferenceDomain && !isOurAddress(request.uri)) {
+            if (try? request.to().tag) != nil, !routes.isEmpty || bindingOwner(ofContact: request.uri) != nil {
+                forwardInDialog(request, from: peer, stateless: false, serverKey: key)
+            } else {
+                respond(response(to: request, status: 403, warning: "this server does not relay to \(request.uri.host)"), server: key)
+            }
+            return
+        }
+        if request.uri.host == settings.conferenceDomain {
+            handleConferenceRequest(request, key: key, from: peer)
+            return
+        }
+        if request.uri.user == nil || isOurAddress(request.uri) && request.uri.user == nil {
+            handleServerRequest(request, key: key, from: peer)
+            return
+        }
+        if request.method == .register {
+            handleRegister(request, key: key, from: peer)
+            return
+        }
+        if request.method == .message {
+            handleDirectMessage(request, key: key, from: peer)
+            return
+        }
+        proxyToUser(request, key: key, from: peer)
+    }
+
+    /// Option tags we implement (none beyond RFC 3261 and RFC 3428).
+    static let supportedExtensions: Set<String> = []
+
+    /// Answers 420 Bad Extension (with Unsupported) when `headers` name an option tag we lack.
+    func extensionsSupported(_ request: SIPRequest, key: String, headers: [String]) -> Bool {
+        let unsupported = headers.flatMap { request.headers.values($0) }
+            .filter { !Self.supportedExtensions.contains($0.lowercased()) }
+        guard !unsupported.isEmpty else { return true }
+        var r = response(to: request, status: 420)
+        r.headers.add("Unsupported", unsupported.joined(separator: ", "))
+        respond(r, server: key)
+        return false
+    }
+    static let allowedMethods = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, MESSAGE, REGISTER"
+
+    /// Requests addressed to the server itself (`sip:<domain>`).
+    func handleServerRequest(_ request: SIPRequest, key: String, from peer: SIPPeer) {
+        guard extensionsSupported(request, key: key, headers: ["Require"]) else { return }
+        switch request.method {
+        case .register:
+            handleRegister(request, key: key, from: peer)
+        case .options:
+            var r = response(to: request, status: 200)
+            r.headers.add("Allow", Self.allowedMethods)
+            r.headers.add("Accept", "text/plain, application/sdp")
+            r.headers.add("Supported", "")
+            respond(r, server: key)
+        case .invite, .message, .bye, .info, .update:
+            respond(response(to: request, status: 404, warning: "no user in the Request-URI"), server: key)
+        default:
+            var r = response(to: request, status: 405)
+            r.headers.add("Allow", Self.allowedMethods)
+            respond(r, server: key)
+        }
+    }
+
+    // MARK: Responses
+
+    /// A response to `request` with its Via, From, To (tagged), Call-ID and CSeq.
+    func response(to request: SIPRequest, status: Int, reason: String? = nil, warning: String? = nil) -> SIPResponse {
+        var r = SIPResponse(status: status, reason: reason)
+        for via in request.headers.all("Via") { r.headers.add("Via", via) }
+        if let from = request.headers["From"] { r.headers.add("From", from) }
+        if let to = request.headers["To"] { r.headers.add("To", status == 100 ? to : addTag(to)) }
+        if let callID = request.callID { r.headers.add("Call-ID", callID) }
+        if let cseq = request.headers["CSeq"] { r.headers.add("CSeq", cseq) }
+        if let warning {
+            r.headers.add("Warning", "399 \(settings.advertiseHost) \"\(warning.prefix(200).replacingOccurrences(of: "\"", with: "'"))\"")
+        }
+        r.headers.add("Server", "Switchboard")
+        return r
+    }
+
+    /// Answers through the server transaction `key` (absorbing retransmissions from then on).
+    func respond(_ response: SIPResponse, server key: String) {
+        guard var entry = serverTransactions[key] else { return }
+        let actions = entry.transaction.respond(response, now: clock())
+        serverTransactions[key] = entry
+        perform(actions, server: key)
+    }
+
+    func sendStateless(_ response: SIPResponse, to peer: SIPPeer) {
+        output?.send(response.serialize(), to: peer)
+    }
+
+    func perform(_ actions: [TransactionAction], server key: String) {
+        guard let entry = serverTransactions[key] else { return }
+        for action in actions {
+            switch action {
+            case .send(let message):
+                output?.send(message.serialize(), to: entry.peer)
+            case .terminated:
+                serverTransactions[key] = nil
+                proxyContexts[key] = nil
+            case .timeout, .deliver:
+                break
+            }
+        }
+        if let deadline = serverTransactions[key]?.transaction.nextDeadline {
+            schedule(.server(key), at: deadline)
+        }
+    }
+
+    // MARK: Client transactions
+
+    /// Starts a client transaction sending `request` to `peer`; `handler` gets each response
+    /// (a timeout or unreachable peer arrives as a 408).
+    func startClient(_ request: SIPRequest, to peer: SIPPeer, key: String? = nil, handler: @escaping (SIPCore, SIPResponse) -> Void) {
+        guard let branch = (try? request.topVia())?.branch else { return }
+        let key = key ?? "\(branch)|\(request.method.rawValue)"
+        var transaction = ClientTransaction(request: request, reliable: peer.isReliable, timers: settings.timers)
+        let actions = transaction.start(now: clock())
+        clientTransactions[key] = ClientEntry(transaction: transaction, peer: peer, handler: handler)
+        performClient(actions, key: key)
+    }
+
+    func receiveResponse(_ response: SIPResponse, from peer: SIPPeer) {
+        guard let via = try? response.topVia(), let branch = via.branch, let cseq = try? response.cseq() else { return }
+        let key = "\(branch)|\(cseq.method.rawValue)"
+        guard var entry = clientTransactions[key] else {
+            // A 2xx retransmission for an INVITE whose transaction is gone: forward it statelessly.
+            if cseq.method == .invite, response.isSuccess { forwardStrayResponse(response) }
+            return
+        }
+        let actions = entry.transaction.receive(response, now: clock())
+        clientTransactions[key] = entry
+        performClient(actions, key: key)
+    }
+
+    func performClient(_ actions: [TransactionAction], key: String) {
+        guard let entry = clientTransactions[key] else { return }
+        for action in actions {
+            switch action {
+            case .send(let message):
+                if output?.send(message.serialize(), to: entry.peer) == false {
+                    clientTransactions[key] = nil
+                    var timeout = SIPResponse(status: 503, reason: "Service Unavailable")
+                    timeout.headers = entry.transaction.request.headers
+                    entry.handler(self, timeout)
+                    return
+                }
+            case .deliver(let response):
+                entry.handler(self, response)
+            case .timeout:
+                var timeout = SIPResponse(status: 408, reason: "Request Timeout")
+                timeout.headers = entry.transaction.request.headers
+                entry.handler(self, timeout)
+            case .terminated:
+                clientTransactions[key] = nil
+            }
+        }
+        if let deadline = clientTransactions[key]?.transaction.nextDeadline {
+            schedule(.client(key), at: deadline)
+        }
+    }
+
+    // MARK: Timers
+
+    func schedule(_ target: TimerEntry.Target, at deadline: Int64) {
+        timerHeap.insert(TimerEntry(deadline: deadline, target: target))
+        armTimer()
+    }
+
+    func armTimer() {
+        guard let first = timerHeap.min else { return }
+        if let scheduled = timerScheduled, scheduled <= first.deadline { return }
+        timerScheduled = first.deadline
+        let delay = max(0, first.deadline - clock())
+        let bound = self.bound
+        loop.scheduleTask(in: .milliseconds(delay)) {
+            bound.value.timerFired()
+        }
+    }
+
+    func timerFired() {
+        timerScheduled = nil
+        let now = clock()
+        while let first = timerHeap.min, first.deadline <= now {
+            _ = timerHeap.removeMin()
+            switch first.target {
+            case .server(let key):
+                guard var entry = serverTransactions[key], let deadline = entry.transaction.nextDeadline, deadline <= now else { continue }
+                let actions = entry.transaction.tick(now: now)
+                serverTransactions[key] = entry
+                if actions.contains(.timeout) { proxyTimedOut(server: key) }
+                perform(actions, server: key)
+            case .client(let key):
+                guard var entry = clientTransactions[key], let deadline = entry.transaction.nextDeadline, deadline <= now else { continue }
+                let actions = entry.transaction.tick(now: now)
+                clientTransactions[key] = entry
+                performClient(actions, key: key)
+            case .housekeeping:
+                housekeeping(now: now)
+            }
+        }
+        output?.flush()
+        armTimer()
+    }
+
+    // MARK: Credentials
+
+    /// The stored credentials of `user` (cached for a short while), delivered on the loop.
+    func withCredentials(of user: UserName, _ body: @escaping (StoredCredentials?) -> Void) {
+        let now = clock()
+        if let cached = credentialCache[user], now - cached.fetchedAt < 30_000 {
+            body(cached.credentials)
+            return
+        }
+        if credentialWaiters[user] != nil {
+            credentialWaiters[user]!.append(body)
+            return
+        }
+        credentialWaiters[user] = [body]
+        let accounts = self.accounts
+        hop({ try await accounts.credentials(for: user) }) { core, result in
+            let credentials = try? result.get()
+            if case .success = result {
+                core.credentialCache[user] = CachedCredentials(credentials: credentials ?? nil, fetchedAt: core.clock())
+            }
+            let waiters = core.credentialWaiters.removeValue(forKey: user) ?? []
+            for waiter in waiters { waiter(credentials ?? nil) }
+            core.output?.flush()
+        }
+    }
+
+    /// Digest authentication of `request` by the `header` it carries, as `user` (nil: whoever
+    /// the credentials name). Calls `done` with the authenticated user, or answers the
+    /// transaction with a challenge (401/407) and calls nothing.
+    func authenticate(
+        _ request: SIPRequest, key: String, header: String, challengeStatus: Int, as expected: UserName?,
+        done: @escaping (UserName) -> Void
+    ) {
+        let challenge = { (core: SIPCore, stale: Bool) in
+            var r = core.response(to: request, status: challengeStatus)
+            let name = challengeStatus == 401 ? "WWW-Authenticate" : "Proxy-Authenticate"
+            for value in core.nonces.challenges(now: core.clock(), stale: stale) { r.headers.add(name, value) }
+            core.respond(r, server: key)
+        }
+        guard let value = request.headers.all(header).first(where: { $0.contains("realm=\"\(settings.domain)\"") })
+            ?? request.headers[header]
+        else { return challenge(self, false) }
+        guard let credentials = try? SIPDigestCredentials(parsing: value), let user = UserName(credentials.username),
+              user.rawValue == credentials.username
+        else {
+            respond(response(to: request, status: 400, warning: "malformed \(header)"), server: key)
+            return
+        }
+        if let expected, expected != user {
+            respond(response(to: request, status: 403, warning: "credentials of \(user) cannot act for \(expected)"), server: key)
+            return
+        }
+        withCredentials(of: user) { stored in
+            guard let stored else { return challenge(self, false) }
+            switch self.nonces.verify(credentials, method: request.method.rawValue, stored: stored, now: self.clock()) {
+            case .ok: done(user)
+            case .stale: challenge(self, true)
+            case .rejected:
+                SwitchboardMetrics.reject(.sip, reason: .authFailed)
+                challenge(self, false)
+            }
+        }
+    }
+
+    // MARK: Housekeeping
+
+    func startHousekeeping() {
+        schedule(.housekeeping, at: clock() + 1000)
+    }
+
+    func housekeeping(now: Int64) {
+        nonces.sweep(now: now)
+        expireBindings(now: now)
+        retryStalledMembers(now: now)
+        if credentialCache.count > 10_000 { credentialCache.removeAll() }
+        schedule(.housekeeping, at: now + 1000)
+    }
+}
+
+// MARK: - Bookkeeping types
+
+struct ServerEntry {
+    var transaction: ServerTransaction
+    var peer: SIPPeer
+    var request: SIPRequest
+}
+
+struct ClientEntry {
+    var transaction: ClientTransaction
+    var peer: SIPPeer
+    var handler: (SIPCore, SIPResponse) -> Void
+}
+
+struct TimerEntry: Comparable {
+    enum Target: Equatable {
+        case server(String)
+        case client(String)
+        case housekeeping
+    }
+    var deadline: Int64
+    var target: Target
+    static func < (a: TimerEntry, b: TimerEntry) -> Bool { a.deadline < b.deadline }
+    static func == (a: TimerEntry, b: TimerEntry) -> Bool { a.deadline == b.deadline && a.target == b.target }
+}
+
+struct CachedCredentials {
+    var credentials: StoredCredentials?
+    var fetchedAt: Int64
+}

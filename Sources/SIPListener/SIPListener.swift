@@ -1,0 +1,252 @@
+import ListenerSupport
+import Logging
+import NIOCore
+import NIOPosix
+import SIPWire
+import ServiceLifecycle
+import Synchronization
+import SwitchboardCore
+
+/// The SIP listener (`[sip]`): UDP and TCP on one port; registrar, stateful proxy,
+/// RFC 3428 MESSAGE into rooms and direct messages, call events into `calls.<user>`.
+public enum SIPListener {
+    public static let descriptor = ListenerDescriptor(section: "sip", via: .sip) { context in
+        guard let state = context.sipState else {
+            throw SwitchboardError("sip_setup", "the SIP listener needs a store for its bindings")
+        }
+        return SIPListenerService(context: context, state: state)
+    }
+}
+
+final class SIPListenerService: ListenerService {
+    private let context: ListenerContext
+    private let settings: SIPSettings
+    private let state: any SIPStateStore
+    private let ready = Atomic<Bool>(false)
+    private let tracker: ConnectionTracker
+
+    init(context: ListenerContext, state: any SIPStateStore) {
+        self.context = context
+        self.settings = SIPSettings(context.configuration)
+        self.state = state
+        self.tracker = ConnectionTracker(limit: settings.maxConnections)
+    }
+
+    var isReady: Bool { ready.load(ordering: .relaxed) }
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let loop = group.next()
+        let bindings = try await state.sipBindings()
+        let memberships = try await state.sipMemberships()
+        let settings = self.settings, context = self.context, state = self.state
+        let core = try await loop.submit {
+            let core = SIPCore(loop: loop, settings: settings, bus: context.bus, accounts: context.accounts,
+                               state: state, logger: context.logger)
+            return NIOLoopBound(core, eventLoop: loop)
+        }.get()
+
+        let parser = SIPParser(limits: settings.limits)
+        let udp = try await DatagramBootstrap(group: loop)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+            .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
+            // Room for the largest datagram; vector reads would split this buffer between messages.
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(SIPDatagramHandler(core: core, parser: parser))
+                }
+            }
+            .bind(host: settings.bind, port: settings.port)
+            .get()
+        let tracker = self.tracker
+        let tcp = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    SwitchboardMetrics.connectionAccepted(.sip)
+                    guard tracker.add(channel) else {
+                        SwitchboardMetrics.reject(.sip, reason: .tooManyConnections)
+                        channel.close(promise: nil)
+                        return
+                    }
+                    channel.closeFuture.whenComplete { _ in tracker.remove(channel) }
+                    try channel.pipeline.syncOperations.addHandler(
+                        IdleStateHandler(readTimeout: .seconds(Int64(settings.maxExpires + 60))))
+                    try channel.pipeline.syncOperations.addHandler(SIPStreamHandler(core: core, parser: parser))
+                }
+            }
+            .bind(host: settings.bind, port: settings.port)
+            .get()
+
+        try await loop.submit {
+            let output = SIPOutput(udp: udp)
+            core.value.transport = output
+            core.value.restoreBindings(bindings)
+            core.value.restoreMemberships(memberships)
+            core.value.startHousekeeping()
+        }.get()
+        ready.store(true, ordering: .relaxed)
+        context.logger.info("sip listener ready", metadata: [
+            "address": "\(settings.bind):\(settings.port)", "transports": "udp,tcp", "domain": "\(settings.domain)",
+            "bindings": "\(bindings.count)", "memberships": "\(memberships.count)"])
+
+        try? await gracefulShutdown()
+
+        ready.store(false, ordering: .relaxed)
+        try? await loop.submit { core.value.flushMemberships() }.get()
+        try? await udp.close()
+        try? await tcp.close()
+        for channel in tracker.all { channel.close(promise: nil) }
+        context.logger.info("sip listener stopped")
+    }
+}
+
+/// Where the core's bytes go: the UDP socket, or the TCP connection a peer came in on.
+final class SIPOutput: SIPWireOutput {
+    let udp: any Channel
+    var connections: [SIPPeer: any Channel] = [:]
+    private var pendingUDP = false
+
+    init(udp: any Channel) {
+        self.udp = udp
+    }
+
+    func send(_ bytes: [UInt8], to peer: SIPPeer) -> Bool {
+        switch peer.transport {
+        case .udp:
+            let buffer = udp.allocator.buffer(bytes: bytes)
+            udp.write(AddressedEnvelope(remoteAddress: peer.address, data: buffer), promise: nil)
+            pendingUDP = true
+            return true
+        case .tcp:
+            guard let channel = connections[peer], channel.isActive else { return false }
+            channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
+            return true
+        }
+    }
+
+    func flush() {
+        if pendingUDP {
+            pendingUDP = false
+            udp.flush()
+        }
+    }
+}
+
+extension SIPCore {
+    var transport: SIPOutput? {
+        get { output as? SIPOutput }
+        set { output = newValue }
+    }
+}
+
+/// One datagram, one message (RFC 3261 §18.3).
+final class SIPDatagramHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    let core: NIOLoopBound<SIPCore>
+    let parser: SIPParser
+
+    init(core: NIOLoopBound<SIPCore>, parser: SIPParser) {
+        self.core = core
+        self.parser = parser
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let bytes = Array(envelope.data.readableBytesView)
+        let peer = SIPPeer(transport: .udp, address: envelope.remoteAddress)
+        // RFC 5626 keepalives (CRLF) need no answer over UDP.
+        guard bytes.contains(where: { $0 != 13 && $0 != 10 }) else { return }
+        do {
+            core.value.receive(try parser.parse(datagram: bytes), from: peer)
+        } catch {
+            core.value.receiveInvalid(error, looksLikeRequest: SIPCore.looksLikeRequest(bytes), from: peer)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP errors and the like: UDP keeps serving.
+    }
+}
+
+@available(*, unavailable)
+extension SIPDatagramHandler: Sendable {}
+
+/// A TCP connection: messages framed by Content-Length, handed to the core on its loop.
+final class SIPStreamHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let core: NIOLoopBound<SIPCore>
+    var framer: SIPStreamFramer
+    var peer: SIPPeer?
+
+    init(core: NIOLoopBound<SIPCore>, parser: SIPParser) {
+        self.core = core
+        self.framer = SIPStreamFramer(parser: parser)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        guard let address = context.remoteAddress else {
+            context.close(promise: nil)
+            return
+        }
+        let peer = SIPPeer(transport: .tcp, address: address)
+        self.peer = peer
+        let channel = context.channel, core = self.core
+        core.eventLoop.execute { core.value.transport?.connections[peer] = channel }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if let peer {
+            let core = self.core
+            let channel = context.channel
+            core.eventLoop.execute {
+                if core.value.transport?.connections[peer] === channel { core.value.transport?.connections[peer] = nil }
+            }
+        }
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        framer.append(buffer.readableBytesView)
+        guard let peer else { return }
+        var messages: [SIPMessage] = []
+        do {
+            while let message = try framer.next() { messages.append(message) }
+        } catch {
+            let core = self.core, parsed = messages
+            core.eventLoop.execute {
+                for message in parsed { core.value.receive(message, from: peer) }
+                core.value.receiveInvalid(error, looksLikeRequest: true, from: peer)
+            }
+            // The stream cannot be resynchronised after a framing error.
+            context.eventLoop.scheduleTask(in: .milliseconds(50)) { [channel = context.channel] in channel.close(promise: nil) }
+            return
+        }
+        guard !messages.isEmpty else { return }
+        let core = self.core, parsed = messages
+        core.eventLoop.execute {
+            for message in parsed { core.value.receive(message, from: peer) }
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension SIPStreamHandler: Sendable {}

@@ -1,0 +1,172 @@
+/// The header fields of a SIP message, in wire order.
+///
+/// Names are kept in their canonical long form (compact forms such as `v` or `i` are expanded
+/// when parsed) and compared case-insensitively. A field that carries a comma-separated list
+/// (Via, Contact, Route…) may appear once per value or once with all values; ``values(_:)``
+/// returns the flat list either way.
+public struct SIPHeaders: Hashable, Sendable, Sequence {
+    public struct Field: Hashable, Sendable {
+        public var name: String
+        public var value: String
+        public init(name: String, value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
+
+    public private(set) var fields: [Field]
+
+    public init(_ fields: [Field] = []) {
+        self.fields = fields
+    }
+
+    public init(_ pairs: [(String, String)]) {
+        self.fields = pairs.map { Field(name: SIPHeaders.canonicalName($0.0), value: $0.1) }
+    }
+
+    public func makeIterator() -> IndexingIterator<[Field]> { fields.makeIterator() }
+    public var count: Int { fields.count }
+
+    /// The first value of `name`, whole (not split at commas).
+    public subscript(name: String) -> String? {
+        let key = SIPHeaders.canonicalName(name)
+        return fields.first { $0.name.caseInsensitiveEquals(key) }?.value
+    }
+
+    /// Every field value of `name`, whole.
+    public func all(_ name: String) -> [String] {
+        let key = SIPHeaders.canonicalName(name)
+        return fields.filter { $0.name.caseInsensitiveEquals(key) }.map(\.value)
+    }
+
+    /// Every value of a list header, split at commas outside quotes and angle brackets.
+    public func values(_ name: String) -> [String] {
+        all(name).flatMap(SIPHeaders.splitList)
+    }
+
+    public func contains(_ name: String) -> Bool { self[name] != nil }
+
+    public mutating func add(_ name: String, _ value: String) {
+        fields.append(Field(name: SIPHeaders.canonicalName(name), value: value))
+    }
+
+    /// Adds a field before every other one (a proxy's Via, Record-Route).
+    public mutating func prepend(_ name: String, _ value: String) {
+        let key = SIPHeaders.canonicalName(name)
+        let index = fields.firstIndex { $0.name.caseInsensitiveEquals(key) } ?? 0
+        fields.insert(Field(name: key, value: value), at: index)
+    }
+
+    /// Replaces every field of `name` with one field holding `value`.
+    public mutating func set(_ name: String, _ value: String) {
+        let key = SIPHeaders.canonicalName(name)
+        if let index = fields.firstIndex(where: { $0.name.caseInsensitiveEquals(key) }) {
+            fields[index].value = value
+            var seen = false
+            fields.removeAll { field in
+                guard field.name.caseInsensitiveEquals(key) else { return false }
+                defer { seen = true }
+                return seen
+            }
+        } else {
+            add(key, value)
+        }
+    }
+
+    public mutating func remove(_ name: String) {
+        let key = SIPHeaders.canonicalName(name)
+        fields.removeAll { $0.name.caseInsensitiveEquals(key) }
+    }
+
+    /// Removes the first value of a list header (the top Via), keeping the others.
+    public mutating func removeFirstValue(_ name: String) {
+        let key = SIPHeaders.canonicalName(name)
+        guard let index = fields.firstIndex(where: { $0.name.caseInsensitiveEquals(key) }) else { return }
+        let rest = SIPHeaders.splitList(fields[index].value).dropFirst()
+        if rest.isEmpty {
+            fields.remove(at: index)
+        } else {
+            fields[index].value = rest.joined(separator: ", ")
+        }
+    }
+
+    // MARK: Names
+
+    /// RFC 3261 §7.3.3 compact forms (and a few from later RFCs).
+    static let compactForms: [String: String] = [
+        "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
+        "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To", "v": "Via",
+        "r": "Refer-To", "o": "Event", "u": "Allow-Events", "x": "Session-Expires",
+    ]
+
+    static let wellKnown: [String: String] = {
+        let names = [
+            "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Authentication-Info",
+            "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition", "Content-Encoding",
+            "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Expires",
+            "From", "In-Reply-To", "Max-Forwards", "MIME-Version", "Min-Expires", "Organization", "Priority",
+            "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "Record-Route", "Reply-To",
+            "Require", "Retry-After", "Route", "Server", "Subject", "Supported", "Timestamp", "To",
+            "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate", "Event", "Allow-Events",
+            "Refer-To", "Session-Expires", "Path",
+        ]
+        return Dictionary(uniqueKeysWithValues: names.map { ($0.lowercased(), $0) })
+    }()
+
+    /// The canonical spelling: compact forms expanded, well-known names in their RFC case.
+    public static func canonicalName(_ name: String) -> String {
+        if name.utf8.count == 1, let long = compactForms[name.lowercased()] { return long }
+        return wellKnown[name.lowercased()] ?? name
+    }
+
+    /// Splits a list header value at commas that are outside quoted strings and `<…>`.
+    public static func splitList(_ value: String) -> [String] {
+        var parts: [String] = []
+        var current = Substring.UnicodeScalarView()
+        var inQuotes = false, inAngle = false, escaped = false
+        for scalar in value.unicodeScalars {
+            if escaped {
+                escaped = false
+            } else if inQuotes && scalar == "\\" {
+                escaped = true
+            } else if scalar == "\"" {
+                inQuotes.toggle()
+            } else if !inQuotes && scalar == "<" {
+                inAngle = true
+            } else if !inQuotes && scalar == ">" {
+                inAngle = false
+            } else if !inQuotes && !inAngle && scalar == "," {
+                let part = String(current).trimmingSIPWhitespace()
+                if !part.isEmpty { parts.append(part) }
+                current = Substring.UnicodeScalarView()
+                continue
+            }
+            current.append(scalar)
+        }
+        let last = String(current).trimmingSIPWhitespace()
+        if !last.isEmpty { parts.append(last) }
+        return parts
+    }
+}
+
+extension String {
+    func caseInsensitiveEquals(_ other: String) -> Bool {
+        guard utf8.count == other.utf8.count else { return false }
+        return zip(utf8, other.utf8).allSatisfy { a, b in
+            a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= 0x61 && (a | 0x20) <= 0x7A)
+        }
+    }
+
+    /// Without leading and trailing spaces and tabs (SIP's LWS once unfolded).
+    func trimmingSIPWhitespace() -> String {
+        let scalars = unicodeScalars
+        var start = scalars.startIndex, end = scalars.endIndex
+        while start < end, scalars[start] == " " || scalars[start] == "\t" { start = scalars.index(after: start) }
+        while end > start {
+            let before = scalars.index(before: end)
+            guard scalars[before] == " " || scalars[before] == "\t" else { break }
+            end = before
+        }
+        return String(scalars[start..<end])
+    }
+}

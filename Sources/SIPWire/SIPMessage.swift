@@ -1,0 +1,252 @@
+/// A SIP method token. Methods are case-sensitive (RFC 3261 §7.1); unknown ones are kept.
+public struct SIPMethod: Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: String
+
+    public init(_ rawValue: String) { self.rawValue = rawValue }
+
+    public init(parsing text: String) throws(SIPParseError) {
+        guard !text.isEmpty, text.utf8.allSatisfy(isTokenByte) else { throw .syntax("bad method") }
+        self.rawValue = text
+    }
+
+    public var description: String { rawValue }
+
+    public static let invite = SIPMethod("INVITE")
+    public static let ack = SIPMethod("ACK")
+    public static let bye = SIPMethod("BYE")
+    public static let cancel = SIPMethod("CANCEL")
+    public static let options = SIPMethod("OPTIONS")
+    public static let register = SIPMethod("REGISTER")
+    public static let message = SIPMethod("MESSAGE")
+    public static let info = SIPMethod("INFO")
+    public static let update = SIPMethod("UPDATE")
+    public static let prack = SIPMethod("PRACK")
+    public static let subscribe = SIPMethod("SUBSCRIBE")
+    public static let notify = SIPMethod("NOTIFY")
+    public static let refer = SIPMethod("REFER")
+    public static let publish = SIPMethod("PUBLISH")
+}
+
+/// RFC 3261 token characters.
+func isTokenByte(_ b: UInt8) -> Bool {
+    isAlnum(b) || "-.!%*_+`'~".utf8.contains(b)
+}
+
+/// A SIP request.
+public struct SIPRequest: Hashable, Sendable {
+    public var method: SIPMethod
+    public var uri: SIPURI
+    public var headers: SIPHeaders
+    public var body: [UInt8]
+
+    public init(method: SIPMethod, uri: SIPURI, headers: SIPHeaders = SIPHeaders(), body: [UInt8] = []) {
+        self.method = method
+        self.uri = uri
+        self.headers = headers
+        self.body = body
+    }
+}
+
+/// A SIP response.
+public struct SIPResponse: Hashable, Sendable {
+    public var status: Int
+    public var reason: String
+    public var headers: SIPHeaders
+    public var body: [UInt8]
+
+    public init(status: Int, reason: String? = nil, headers: SIPHeaders = SIPHeaders(), body: [UInt8] = []) {
+        self.status = status
+        self.reason = reason ?? SIPResponse.defaultReason(status)
+        self.headers = headers
+        self.body = body
+    }
+
+    public var isProvisional: Bool { status < 200 }
+    public var isSuccess: Bool { (200..<300).contains(status) }
+
+    public static func defaultReason(_ status: Int) -> String {
+        switch status {
+        case 100: "Trying"
+        case 180: "Ringing"
+        case 181: "Call Is Being Forwarded"
+        case 182: "Queued"
+        case 183: "Session Progress"
+        case 200: "OK"
+        case 202: "Accepted"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 407: "Proxy Authentication Required"
+        case 408: "Request Timeout"
+        case 413: "Request Entity Too Large"
+        case 415: "Unsupported Media Type"
+        case 416: "Unsupported URI Scheme"
+        case 420: "Bad Extension"
+        case 423: "Interval Too Brief"
+        case 480: "Temporarily Unavailable"
+        case 481: "Call/Transaction Does Not Exist"
+        case 482: "Loop Detected"
+        case 483: "Too Many Hops"
+        case 486: "Busy Here"
+        case 487: "Request Terminated"
+        case 488: "Not Acceptable Here"
+        case 500: "Server Internal Error"
+        case 501: "Not Implemented"
+        case 503: "Service Unavailable"
+        case 505: "Version Not Supported"
+        case 513: "Message Too Large"
+        case 603: "Decline"
+        default: "Unknown"
+        }
+    }
+}
+
+/// A request or a response.
+public enum SIPMessage: Hashable, Sendable {
+    case request(SIPRequest)
+    case response(SIPResponse)
+
+    public var headers: SIPHeaders {
+        switch self {
+        case .request(let r): r.headers
+        case .response(let r): r.headers
+        }
+    }
+}
+
+// MARK: - Typed header access
+
+/// The header fields every request and response carries, typed.
+public protocol SIPHeaderCarrying {
+    var headers: SIPHeaders { get set }
+}
+
+extension SIPRequest: SIPHeaderCarrying {}
+extension SIPResponse: SIPHeaderCarrying {}
+
+extension SIPHeaderCarrying {
+    public var callID: String? { headers["Call-ID"] }
+
+    public func cseq() throws(SIPParseError) -> SIPCSeq {
+        guard let value = headers["CSeq"] else { throw .missingHeader("CSeq") }
+        return try SIPCSeq(parsing: value)
+    }
+
+    public func from() throws(SIPParseError) -> SIPAddress {
+        guard let value = headers["From"] else { throw .missingHeader("From") }
+        return try SIPAddress(parsing: value)
+    }
+
+    public func to() throws(SIPParseError) -> SIPAddress {
+        guard let value = headers["To"] else { throw .missingHeader("To") }
+        return try SIPAddress(parsing: value)
+    }
+
+    /// Every Via, top first.
+    public func vias() throws(SIPParseError) -> [SIPVia] {
+        var out: [SIPVia] = []
+        for value in headers.values("Via") { out.append(try SIPVia(parsing: value)) }
+        return out
+    }
+
+    public func topVia() throws(SIPParseError) -> SIPVia {
+        guard let first = headers.values("Via").first else { throw .missingHeader("Via") }
+        return try SIPVia(parsing: first)
+    }
+
+    /// Contact values; `*` is returned as nil in ``contactsAreWildcard``.
+    public func contacts() throws(SIPParseError) -> [SIPAddress] {
+        var out: [SIPAddress] = []
+        for value in headers.values("Contact") where value != "*" { out.append(try SIPAddress(parsing: value)) }
+        return out
+    }
+
+    public var contactsAreWildcard: Bool { headers.values("Contact").contains("*") }
+
+    public func routes(_ name: String = "Route") throws(SIPParseError) -> [SIPAddress] {
+        var out: [SIPAddress] = []
+        for value in headers.values(name) { out.append(try SIPAddress(parsing: value)) }
+        return out
+    }
+
+    /// Max-Forwards, 0…255; nil when absent.
+    public func maxForwards() throws(SIPParseError) -> Int? {
+        guard let value = headers["Max-Forwards"] else { return nil }
+        guard value.utf8.count <= 3, let n = Int(value), (0...255).contains(n) else { throw .missingHeader("Max-Forwards") }
+        return n
+    }
+
+    /// Expires in seconds; nil when absent. Values above 2^32-1 are invalid.
+    public func expires() throws(SIPParseError) -> Int? {
+        guard let value = headers["Expires"] else { return nil }
+        guard value.utf8.count <= 10, let n = Int(value), n >= 0, n <= Int(UInt32.max) else { throw .missingHeader("Expires") }
+        return n
+    }
+}
+
+extension SIPRequest {
+    /// Checks what RFC 3261 §8.1.1 makes mandatory, so a handler can trust the typed accessors:
+    /// To, From, Call-ID, CSeq (same method as the request line, number below 2^31), a parsable
+    /// top Via, a sane Max-Forwards.
+    public func validate() throws(SIPParseError) {
+        _ = try topVia()
+        _ = try from()
+        _ = try to()
+        guard let callID = headers["Call-ID"], !callID.isEmpty, !callID.contains(" ") else { throw .missingHeader("Call-ID") }
+        let cseq = try cseq()
+        guard cseq.number < 1 << 31 else { throw .syntax("CSeq number too large") }
+        guard cseq.method == method else { throw .syntax("CSeq method \(cseq.method) does not match \(method)") }
+        _ = try maxForwards()
+        _ = try expires()
+        _ = try contacts()
+    }
+}
+
+// MARK: - Serialization
+
+extension SIPRequest {
+    /// The wire form, with Content-Length set to the body's size.
+    public func serialize() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256 + body.count + headers.count * 40)
+        out.append(contentsOf: "\(method.rawValue) \(uri) SIP/2.0\r\n".utf8)
+        SIPSerializer.writeHeaders(headers, bodyCount: body.count, into: &out)
+        out.append(contentsOf: body)
+        return out
+    }
+}
+
+extension SIPResponse {
+    public func serialize() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256 + body.count + headers.count * 40)
+        out.append(contentsOf: "SIP/2.0 \(status) \(reason)\r\n".utf8)
+        SIPSerializer.writeHeaders(headers, bodyCount: body.count, into: &out)
+        out.append(contentsOf: body)
+        return out
+    }
+}
+
+extension SIPMessage {
+    public func serialize() -> [UInt8] {
+        switch self {
+        case .request(let r): r.serialize()
+        case .response(let r): r.serialize()
+        }
+    }
+}
+
+enum SIPSerializer {
+    static func writeHeaders(_ headers: SIPHeaders, bodyCount: Int, into out: inout [UInt8]) {
+        for field in headers where !field.name.caseInsensitiveEquals("Content-Length") {
+            out.append(contentsOf: field.name.utf8)
+            out.append(contentsOf: ": ".utf8)
+            // A value never carries CR or LF onto the wire.
+            for b in field.value.utf8 where b != 13 && b != 10 { out.append(b) }
+            out.append(contentsOf: "\r\n".utf8)
+        }
+        out.append(contentsOf: "Content-Length: \(bodyCount)\r\n\r\n".utf8)
+    }
+}

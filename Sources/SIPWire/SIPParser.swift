@@ -1,0 +1,216 @@
+/// Reads SIP messages: one per UDP datagram (``parse(datagram:)``), or framed by
+/// Content-Length on a stream (``SIPStreamFramer``).
+///
+/// Header lines are unfolded, compact names expanded, and every limit of ``SIPLimits`` is
+/// checked. What the parser guarantees is structure (start line, header syntax, body length);
+/// ``SIPRequest/validate()`` checks the mandatory request headers.
+public struct SIPParser: Sendable {
+    public var limits: SIPLimits
+
+    public init(limits: SIPLimits = .default) {
+        self.limits = limits
+    }
+
+    /// Parses one datagram. Leading CRLFs (keepalives) are skipped; a body longer than
+    /// Content-Length is truncated to it, a shorter one is an error (RFC 3261 §18.3).
+    public func parse(datagram: [UInt8]) throws(SIPParseError) -> SIPMessage {
+        guard datagram.count <= limits.maxMessageBytes else {
+            throw .tooLarge("message of \(datagram.count) bytes exceeds \(limits.maxMessageBytes)")
+        }
+        var start = 0
+        while start < datagram.count, datagram[start] == 13 || datagram[start] == 10 { start += 1 }
+        guard start < datagram.count else { throw .syntax("empty message") }
+        let headEnd: Int, bodyStart: Int
+        if let end = SIPParser.findHeaderEnd(datagram, from: start) {
+            (headEnd, bodyStart) = end
+        } else {
+            // Some senders end a body-less datagram after the last header line.
+            headEnd = datagram.count
+            bodyStart = datagram.count
+        }
+        let (startLine, headers) = try parseHead(datagram[start..<headEnd])
+        let available = datagram.count - bodyStart
+        let length = try SIPParser.contentLength(headers) ?? available
+        guard length <= available else {
+            throw SIPParseError(code: "bad_content_length",
+                                message: "Content-Length \(length) exceeds the \(available) bytes received", status: 400)
+                .with(headers: headers)
+        }
+        return try makeMessage(startLine: startLine, headers: headers, body: Array(datagram[bodyStart..<(bodyStart + length)]))
+    }
+
+    /// Start line and header fields of a head (without the blank line).
+    func parseHead(_ head: ArraySlice<UInt8>) throws(SIPParseError) -> (String, SIPHeaders) {
+        var lines: [ArraySlice<UInt8>] = []
+        var lineStart = head.startIndex
+        var index = head.startIndex
+        while index < head.endIndex {
+            if head[index] == 10 {
+                var lineEnd = index
+                if lineEnd > lineStart, head[lineEnd - 1] == 13 { lineEnd -= 1 }
+                lines.append(head[lineStart..<lineEnd])
+                lineStart = index + 1
+            }
+            index += 1
+        }
+        if lineStart < head.endIndex {
+            var lineEnd = head.endIndex
+            if head[lineEnd - 1] == 13 { lineEnd -= 1 }
+            lines.append(head[lineStart..<lineEnd])
+        }
+        guard let first = lines.first, !first.isEmpty else { throw .syntax("missing start line") }
+        guard first.count <= limits.maxLineBytes else { throw .tooLarge("start line too long") }
+        guard let startLine = String(validating: first, as: UTF8.self) else { throw .syntax("start line is not UTF-8") }
+
+        var fields: [SIPHeaders.Field] = []
+        var current: [UInt8] = []
+        func flush() throws(SIPParseError) {
+            guard !current.isEmpty else { return }
+            guard fields.count < limits.maxHeaders else {
+                throw .tooLarge("more than \(limits.maxHeaders) header fields")
+            }
+            guard let colon = current.firstIndex(of: UInt8(ascii: ":")) else { throw .syntax("header line without a colon") }
+            var nameEnd = colon
+            while nameEnd > 0, current[nameEnd - 1] == 32 || current[nameEnd - 1] == 9 { nameEnd -= 1 }
+            let nameBytes = current[0..<nameEnd]
+            guard !nameBytes.isEmpty, nameBytes.allSatisfy(isTokenByte) else { throw .syntax("bad header name") }
+            guard let value = String(validating: current[(colon + 1)...], as: UTF8.self) else {
+                throw .syntax("header value is not UTF-8")
+            }
+            let name = String(decoding: nameBytes, as: UTF8.self)
+            fields.append(SIPHeaders.Field(name: SIPHeaders.canonicalName(name), value: value.trimmingSIPWhitespace()))
+            current.removeAll(keepingCapacity: true)
+        }
+        for line in lines.dropFirst() {
+            guard line.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
+            if let firstByte = line.first, firstByte == 32 || firstByte == 9 {
+                // A continuation line: folded into the previous field with one space.
+                guard !current.isEmpty else { throw .syntax("continuation line without a header") }
+                current.append(32)
+                current.append(contentsOf: line.drop(while: { $0 == 32 || $0 == 9 }))
+                guard current.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
+            } else {
+                try flush()
+                current.append(contentsOf: line)
+            }
+        }
+        try flush()
+        return (startLine, SIPHeaders(fields))
+    }
+
+    func makeMessage(startLine: String, headers: SIPHeaders, body: [UInt8]) throws(SIPParseError) -> SIPMessage {
+        if startLine.hasPrefix("SIP/") {
+            let parts = startLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            guard parts.count >= 2, parts[0] == "SIP/2.0" else {
+                throw SIPParseError.syntax("bad status line").with(headers: headers)
+            }
+            guard parts[1].utf8.count == 3, let status = Int(parts[1]), (100...699).contains(status) else {
+                throw SIPParseError.syntax("bad status code").with(headers: headers)
+            }
+            let reason = parts.count == 3 ? String(parts[2]) : ""
+            return .response(SIPResponse(status: status, reason: reason, headers: headers, body: body))
+        }
+        let parts = startLine.split(separator: " ", omittingEmptySubsequences: false)
+        guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
+            throw SIPParseError.syntax("request line is not `METHOD URI SIP/2.0`").with(headers: headers)
+        }
+        let method: SIPMethod
+        do { method = try SIPMethod(parsing: String(parts[0])) } catch { throw error.with(headers: headers) }
+        guard parts[2].uppercased() == "SIP/2.0" else {
+            if parts[2].uppercased().hasPrefix("SIP/") { throw SIPParseError.version(String(parts[2])).with(headers: headers) }
+            throw SIPParseError.syntax("bad SIP version").with(headers: headers)
+        }
+        let uriText = String(parts[1])
+        guard !uriText.hasPrefix("<") else { throw SIPParseError.syntax("Request-URI in angle brackets").with(headers: headers) }
+        let uri: SIPURI
+        do { uri = try SIPURI(parsing: uriText) } catch { throw error.with(headers: headers) }
+        return .request(SIPRequest(method: method, uri: uri, headers: headers, body: body))
+    }
+
+    /// The Content-Length value; nil when absent. Two different values or a non-number is an error.
+    static func contentLength(_ headers: SIPHeaders) throws(SIPParseError) -> Int? {
+        let values = headers.all("Content-Length")
+        guard let first = values.first else { return nil }
+        guard values.allSatisfy({ $0 == first }), first.utf8.count <= 9, first.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }),
+              let n = Int(first)
+        else {
+            throw SIPParseError(code: "bad_content_length", message: "bad Content-Length", status: 400).with(headers: headers)
+        }
+        return n
+    }
+
+    /// Index of the end of the head and of the body's start: after CRLFCRLF (or a bare LFLF).
+    static func findHeaderEnd(_ bytes: [UInt8], from start: Int) -> (Int, Int)? {
+        var i = start
+        while i + 1 < bytes.count {
+            if bytes[i] == 10 {
+                if bytes[i + 1] == 10 { return (i, i + 2) }
+                if bytes[i + 1] == 13, i + 2 < bytes.count, bytes[i + 2] == 10 { return (i, i + 3) }
+            }
+            i += 1
+        }
+        return nil
+    }
+}
+
+extension SIPParseError {
+    /// The headers read before the error, so a server can still answer with a 4xx.
+    public var partialHeaders: SIPHeaders? { _partial?.headers }
+
+    func with(headers: SIPHeaders) -> SIPParseError {
+        var copy = self
+        copy._partial = PartialHeaders(headers: headers)
+        return copy
+    }
+}
+
+/// Boxed so that the error stays small.
+final class PartialHeaders: Hashable, Sendable {
+    let headers: SIPHeaders
+    init(headers: SIPHeaders) { self.headers = headers }
+    static func == (a: PartialHeaders, b: PartialHeaders) -> Bool { a.headers == b.headers }
+    func hash(into hasher: inout Hasher) { hasher.combine(headers) }
+}
+
+/// Frames SIP messages on a byte stream (TCP) by Content-Length.
+public struct SIPStreamFramer: Sendable {
+    public let parser: SIPParser
+    private var buffer: [UInt8] = []
+    private var readIndex = 0
+
+    public init(parser: SIPParser = SIPParser()) {
+        self.parser = parser
+    }
+
+    public mutating func append<Bytes: Sequence>(_ bytes: Bytes) where Bytes.Element == UInt8 {
+        if readIndex > 0, readIndex >= buffer.count / 2 {
+            buffer.removeFirst(readIndex)
+            readIndex = 0
+        }
+        buffer.append(contentsOf: bytes)
+    }
+
+    public var bufferedBytes: Int { buffer.count - readIndex }
+
+    /// The next complete message, nil when more bytes are needed. An error leaves the stream
+    /// unusable: the caller answers it if it can and closes the connection.
+    public mutating func next() throws(SIPParseError) -> SIPMessage? {
+        while readIndex < buffer.count, buffer[readIndex] == 13 || buffer[readIndex] == 10 { readIndex += 1 }
+        guard readIndex < buffer.count else { return nil }
+        guard let (headEnd, bodyStart) = SIPParser.findHeaderEnd(buffer, from: readIndex) else {
+            if bufferedBytes > parser.limits.maxMessageBytes {
+                throw .tooLarge("header block exceeds \(parser.limits.maxMessageBytes) bytes")
+            }
+            return nil
+        }
+        let (startLine, headers) = try parser.parseHead(buffer[readIndex..<headEnd])
+        let length = try SIPParser.contentLength(headers) ?? 0
+        guard bodyStart - readIndex + length <= parser.limits.maxMessageBytes else {
+            throw SIPParseError.tooLarge("message exceeds \(parser.limits.maxMessageBytes) bytes").with(headers: headers)
+        }
+        guard buffer.count - bodyStart >= length else { return nil }
+        let body = Array(buffer[bodyStart..<(bodyStart + length)])
+        readIndex = bodyStart + length
+        return try parser.makeMessage(startLine: startLine, headers: headers, body: body)
+    }
+}

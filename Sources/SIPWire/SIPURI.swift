@@ -1,0 +1,218 @@
+/// A parameter of a URI or header field: `;name=value` or a bare `;name`.
+public struct SIPParameter: Hashable, Sendable {
+    public var name: String
+    public var value: String?
+    public init(_ name: String, _ value: String? = nil) {
+        self.name = name
+        self.value = value
+    }
+}
+
+extension Array where Element == SIPParameter {
+    /// The value of the first parameter called `name` (case-insensitive); `""` for a bare one.
+    public subscript(parameter name: String) -> String? {
+        guard let p = first(where: { $0.name.caseInsensitiveEquals(name) }) else { return nil }
+        return p.value ?? ""
+    }
+
+    public func has(_ name: String) -> Bool { contains { $0.name.caseInsensitiveEquals(name) } }
+
+    public mutating func set(_ name: String, _ value: String?) {
+        if let index = firstIndex(where: { $0.name.caseInsensitiveEquals(name) }) {
+            self[index].value = value
+        } else {
+            append(SIPParameter(name, value))
+        }
+    }
+
+    var serialized: String {
+        map { p in p.value.map { ";\(p.name)=\($0)" } ?? ";\(p.name)" }.joined()
+    }
+
+    /// Parses `;a=b;c` (the leading `;` optional).
+    static func parse(_ text: Substring) -> [SIPParameter] {
+        text.split(separator: ";", omittingEmptySubsequences: true).map { piece in
+            let trimmed = String(piece).trimmingSIPWhitespace()
+            if let eq = trimmed.firstIndex(of: "=") {
+                return SIPParameter(
+                    String(trimmed[..<eq]).trimmingSIPWhitespace(),
+                    String(trimmed[trimmed.index(after: eq)...]).trimmingSIPWhitespace())
+            }
+            return SIPParameter(trimmed)
+        }
+    }
+}
+
+/// A SIP or SIPS URI (RFC 3261 §19.1), or any other absolute URI kept as text.
+///
+/// `sip:alice@example.com:5060;transport=tcp?Subject=hi` → scheme `sip`, user `alice`,
+/// host `example.com`, port 5060, parameters `transport=tcp`, headers `Subject=hi`.
+/// The user part is stored unescaped (`%40` → `@`) and escaped again when serialized.
+public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
+    public var scheme: String
+    public var user: String?
+    public var password: String?
+    public var host: String
+    public var port: Int?
+    public var parameters: [SIPParameter]
+    public var headers: String?
+    /// For schemes other than sip/sips: everything after the colon.
+    public var opaque: String?
+
+    public init(
+        scheme: String = "sip", user: String? = nil, host: String, port: Int? = nil,
+        parameters: [SIPParameter] = [], headers: String? = nil
+    ) {
+        self.scheme = scheme
+        self.user = user
+        self.password = nil
+        self.host = host
+        self.port = port
+        self.parameters = parameters
+        self.headers = headers
+        self.opaque = nil
+    }
+
+    public var isSIP: Bool { scheme == "sip" || scheme == "sips" }
+
+    public init(parsing text: String) throws(SIPParseError) {
+        let text = text.trimmingSIPWhitespace()
+        guard let colon = text.firstIndex(of: ":"), colon != text.startIndex else {
+            throw .syntax("URI without a scheme: \(text.prefix(64))")
+        }
+        let scheme = text[..<colon].lowercased()
+        guard scheme.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }),
+              let first = scheme.utf8.first, isAlpha(first)
+        else { throw .syntax("bad URI scheme") }
+        self.scheme = scheme
+        self.parameters = []
+        self.headers = nil
+        self.password = nil
+        self.user = nil
+        self.port = nil
+        self.opaque = nil
+        var rest = text[text.index(after: colon)...]
+        guard scheme == "sip" || scheme == "sips" else {
+            guard !rest.isEmpty, !rest.contains(" ") else { throw .syntax("bad URI") }
+            self.host = ""
+            self.opaque = String(rest)
+            return
+        }
+        if let q = rest.firstIndex(of: "?") {
+            headers = String(rest[rest.index(after: q)...])
+            rest = rest[..<q]
+        }
+        if let at = rest.firstIndex(of: "@") {
+            let userinfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            var userPart = userinfo
+            if let c = userinfo.firstIndex(of: ":") {
+                password = try SIPURI.unescape(userinfo[userinfo.index(after: c)...])
+                userPart = userinfo[..<c]
+            }
+            guard !userPart.isEmpty else { throw .syntax("empty user in URI") }
+            guard userPart.utf8.allSatisfy(SIPURI.isUserByte) else { throw .syntax("bad character in URI user") }
+            user = try SIPURI.unescape(userPart)
+        }
+        var hostport = rest
+        if let semi = rest.firstIndex(of: ";") {
+            hostport = rest[..<semi]
+            parameters = [SIPParameter].parse(rest[semi...])
+        }
+        if hostport.hasPrefix("[") {
+            guard let close = hostport.firstIndex(of: "]") else { throw .syntax("bad IPv6 reference") }
+            host = String(hostport[...close]).lowercased()
+            let after = hostport[hostport.index(after: close)...]
+            if !after.isEmpty {
+                guard after.hasPrefix(":"), let p = Int(after.dropFirst()), (1...65535).contains(p) else {
+                    throw .syntax("bad port")
+                }
+                port = p
+            }
+        } else {
+            var hostText = hostport
+            if let c = hostport.firstIndex(of: ":") {
+                guard let p = Int(hostport[hostport.index(after: c)...]), (1...65535).contains(p) else {
+                    throw .syntax("bad port")
+                }
+                port = p
+                hostText = hostport[..<c]
+            }
+            guard !hostText.isEmpty, hostText.utf8.allSatisfy({
+                isAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
+            }) else { throw .syntax("bad host in URI") }
+            host = hostText.lowercased()
+        }
+    }
+
+    public var description: String {
+        guard isSIP else { return "\(scheme):\(opaque ?? "")" }
+        var out = "\(scheme):"
+        if let user {
+            out += SIPURI.escapeUser(user)
+            if let password { out += ":" + SIPURI.escapeUser(password) }
+            out += "@"
+        }
+        out += host
+        if let port { out += ":\(port)" }
+        out += parameters.serialized
+        if let headers { out += "?" + headers }
+        return out
+    }
+
+    /// The address of record: `sip:user@host` without port or parameters.
+    public var addressOfRecord: String {
+        "\(scheme):" + (user.map { SIPURI.escapeUser($0) + "@" } ?? "") + host
+    }
+
+    /// `user@host:port` ignoring case of host and scheme parameters: enough to match a
+    /// registered contact to the URI in a request.
+    public var matchKey: String {
+        "\(user ?? "")@\(host):\(port ?? (scheme == "sips" ? 5061 : 5060))"
+    }
+
+    static func isUserByte(_ b: UInt8) -> Bool {
+        isAlnum(b) || "-_.!~*'()&=+$,;?/%".utf8.contains(b)
+    }
+
+    static func unescape(_ text: Substring) throws(SIPParseError) -> String {
+        guard text.contains("%") else { return String(text) }
+        var bytes: [UInt8] = []
+        var iterator = Array(text.utf8).makeIterator()
+        while let b = iterator.next() {
+            if b == UInt8(ascii: "%") {
+                guard let h = iterator.next(), let l = iterator.next(), let hv = hexValue(h), let lv = hexValue(l) else {
+                    throw .syntax("bad escape in URI")
+                }
+                bytes.append(hv << 4 | lv)
+            } else {
+                bytes.append(b)
+            }
+        }
+        guard let s = String(validating: bytes, as: UTF8.self) else { throw .syntax("URI escape is not UTF-8") }
+        return s
+    }
+
+    static func escapeUser(_ text: String) -> String {
+        var out = ""
+        for b in text.utf8 {
+            if isAlnum(b) || "-_.!~*'()&=+$,;?/".utf8.contains(b) {
+                out.unicodeScalars.append(Unicode.Scalar(b))
+            } else {
+                out += "%" + String(b >> 4, radix: 16, uppercase: true) + String(b & 0xF, radix: 16, uppercase: true)
+            }
+        }
+        return out
+    }
+}
+
+func isAlpha(_ b: UInt8) -> Bool { (b | 0x20) >= 0x61 && (b | 0x20) <= 0x7A }
+func isAlnum(_ b: UInt8) -> Bool { isAlpha(b) || (b >= 0x30 && b <= 0x39) }
+func hexValue(_ b: UInt8) -> UInt8? {
+    switch b {
+    case UInt8(ascii: "0")...UInt8(ascii: "9"): b - 0x30
+    case UInt8(ascii: "a")...UInt8(ascii: "f"): b - 0x61 + 10
+    case UInt8(ascii: "A")...UInt8(ascii: "F"): b - 0x41 + 10
+    default: nil
+    }
+}
