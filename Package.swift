@@ -211,6 +211,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "SIPListenerTests",
+            dependencies: ["SIPListener", "SIPWire", "SwitchboardCore", "SwitchboardTesting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "SwitchboardCoreTests",
             dependencies: [
                 "SwitchboardCore", "SwitchboardTesting",

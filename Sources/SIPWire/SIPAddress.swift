@@ -55,15 +55,15 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
             self.uri = try SIPURI(parsing: String(rest[rest.index(after: open)..<close]))
             let after = rest[rest.index(after: close)...].drop(while: { $0 == " " || $0 == "\t" })
             guard after.isEmpty || after.hasPrefix(";") else { throw .syntax("junk after address") }
-            self.parameters = [SIPParameter].parse(after)
+            self.parameters = try [SIPParameter].parse(after)
         } else {
             guard displayName == nil else { throw .syntax("bad address") }
             // addr-spec: parameters after the URI belong to the header, not the URI.
             let semi = rest.firstIndex(of: ";") ?? rest.endIndex
-            let uriText = String(rest[..<semi])
+            let uriText = String(rest[..<semi]).trimmingSIPWhitespace()
             guard !uriText.contains(" "), !uriText.contains(",") else { throw .syntax("bad address") }
             self.uri = try SIPURI(parsing: uriText)
-            self.parameters = [SIPParameter].parse(rest[semi...])
+            self.parameters = try [SIPParameter].parse(rest[semi...])
         }
         self.displayName = displayName
     }
@@ -80,13 +80,13 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
 
 extension String {
     fileprivate func replacingQuotes() -> String {
-        var out = ""
-        for c in self {
-            if c == "\"" || c == "\\" { out.append("\\") }
+        var out = String.UnicodeScalarView()
+        for c in unicodeScalars {
             if c == "\r" || c == "\n" { continue }
+            if c == "\"" || c == "\\" { out.append("\\") }
             out.append(c)
         }
-        return out
+        return String(out)
     }
 }
 
@@ -130,7 +130,7 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
         let probe = try SIPURI(parsing: "sip:" + hostport.replacingOccurrencesOfSpaces())
         host = probe.host
         port = probe.port
-        parameters = [SIPParameter].parse(paramsText)
+        parameters = try [SIPParameter].parse(paramsText)
         if let branch = parameters[parameter: "branch"], branch.isEmpty { throw .syntax("empty Via branch") }
     }
 
@@ -157,12 +157,20 @@ public struct SIPCSeq: Hashable, Sendable, CustomStringConvertible {
 
     public init(parsing text: String) throws(SIPParseError) {
         let parts = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
-        guard parts.count == 2, let n = UInt32(parts[0]), parts[0].utf8.count <= 10 else {
+        guard parts.count == 2, let n = parseDecimal(parts[0]), n <= Int(UInt32.max) else {
             throw .missingHeader("CSeq")
         }
-        number = n
+        number = UInt32(n)
         method = try SIPMethod(parsing: String(parts[1]))
     }
 
     public var description: String { "\(number) \(method.rawValue)" }
+}
+
+/// A non-negative decimal (1*DIGIT, leading zeros allowed); nil when not all digits or too large.
+func parseDecimal(_ text: some StringProtocol) -> Int? {
+    guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
+    let significant = text.utf8.drop(while: { $0 == 48 })
+    guard significant.count <= 12 else { return nil }
+    return significant.reduce(0) { $0 * 10 + Int($1 - 48) }
 }

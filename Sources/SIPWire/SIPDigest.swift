@@ -69,12 +69,20 @@ public struct SIPDigestCredentials: Hashable, Sendable {
 
     /// The header value a client sends.
     public var headerValue: String {
-        var out = "Digest username=\"\(username)\", realm=\"\(realm)\", nonce=\"\(nonce)\", uri=\"\(uri)\", "
-            + "response=\"\(response)\", algorithm=\(algorithm.name)"
+        func quoted(_ text: String) -> String {
+            var out = "\""
+            for c in text.unicodeScalars where c != "\r" && c != "\n" {
+                if c == "\"" || c == "\\" { out += "\\" }
+                out.unicodeScalars.append(c)
+            }
+            return out + "\""
+        }
+        var out = "Digest username=\(quoted(username)), realm=\(quoted(realm)), nonce=\(quoted(nonce)), "
+            + "uri=\(quoted(uri)), response=\(quoted(response)), algorithm=\(algorithm.name)"
         if let qop { out += ", qop=\(qop)" }
         if let nc { out += ", nc=\(nc)" }
-        if let cnonce { out += ", cnonce=\"\(cnonce)\"" }
-        if let opaque { out += ", opaque=\"\(opaque)\"" }
+        if let cnonce { out += ", cnonce=\(quoted(cnonce))" }
+        if let opaque { out += ", opaque=\(quoted(opaque))" }
         return out
     }
 }

@@ -174,14 +174,14 @@ extension SIPHeaderCarrying {
     /// Max-Forwards, 0…255; nil when absent.
     public func maxForwards() throws(SIPParseError) -> Int? {
         guard let value = headers["Max-Forwards"] else { return nil }
-        guard value.utf8.count <= 3, let n = Int(value), (0...255).contains(n) else { throw .missingHeader("Max-Forwards") }
+        guard let n = parseDecimal(value), n <= 255 else { throw .missingHeader("Max-Forwards") }
         return n
     }
 
     /// Expires in seconds; nil when absent. Values above 2^32-1 are invalid.
     public func expires() throws(SIPParseError) -> Int? {
         guard let value = headers["Expires"] else { return nil }
-        guard value.utf8.count <= 10, let n = Int(value), n >= 0, n <= Int(UInt32.max) else { throw .missingHeader("Expires") }
+        guard let n = parseDecimal(value), n <= Int(UInt32.max) else { throw .missingHeader("Expires") }
         return n
     }
 }
@@ -191,7 +191,13 @@ extension SIPRequest {
     /// To, From, Call-ID, CSeq (same method as the request line, number below 2^31), a parsable
     /// top Via, a sane Max-Forwards.
     public func validate() throws(SIPParseError) {
-        _ = try topVia()
+        for name in ["To", "From", "Call-ID", "CSeq"] where headers.all(name).count != 1 {
+            throw headers.all(name).isEmpty ? .missingHeader(name) : .syntax("more than one \(name) header")
+        }
+        for name in ["Max-Forwards", "Expires", "Content-Type"] where headers.all(name).count > 1 {
+            throw .syntax("more than one \(name) header")
+        }
+        guard !(try vias()).isEmpty else { throw .missingHeader("Via") }
         _ = try from()
         _ = try to()
         guard let callID = headers["Call-ID"], !callID.isEmpty, !callID.contains(" ") else { throw .missingHeader("Call-ID") }
@@ -211,7 +217,7 @@ extension SIPRequest {
     public func serialize() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(256 + body.count + headers.count * 40)
-        out.append(contentsOf: "\(method.rawValue) \(uri) SIP/2.0\r\n".utf8)
+        SIPSerializer.writeLine("\(method.rawValue) \(uri) SIP/2.0", into: &out)
         SIPSerializer.writeHeaders(headers, bodyCount: body.count, into: &out)
         out.append(contentsOf: body)
         return out
@@ -222,7 +228,7 @@ extension SIPResponse {
     public func serialize() -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(256 + body.count + headers.count * 40)
-        out.append(contentsOf: "SIP/2.0 \(status) \(reason)\r\n".utf8)
+        SIPSerializer.writeLine("SIP/2.0 \(status) \(reason)", into: &out)
         SIPSerializer.writeHeaders(headers, bodyCount: body.count, into: &out)
         out.append(contentsOf: body)
         return out
@@ -239,9 +245,16 @@ extension SIPMessage {
 }
 
 enum SIPSerializer {
+    /// A start line without any CR or LF inside, then CRLF.
+    static func writeLine(_ line: String, into out: inout [UInt8]) {
+        for b in line.utf8 where b != 13 && b != 10 { out.append(b) }
+        out.append(contentsOf: "\r\n".utf8)
+    }
+
     static func writeHeaders(_ headers: SIPHeaders, bodyCount: Int, into out: inout [UInt8]) {
         for field in headers where !field.name.caseInsensitiveEquals("Content-Length") {
-            out.append(contentsOf: field.name.utf8)
+            // Only token characters in a name: nothing can end the line early.
+            for b in field.name.utf8 where isTokenByte(b) { out.append(b) }
             out.append(contentsOf: ": ".utf8)
             // A value never carries CR or LF onto the wire.
             for b in field.value.utf8 where b != 13 && b != 10 { out.append(b) }

@@ -29,17 +29,30 @@ extension Array where Element == SIPParameter {
         map { p in p.value.map { ";\(p.name)=\($0)" } ?? ";\(p.name)" }.joined()
     }
 
-    /// Parses `;a=b;c` (the leading `;` optional).
-    static func parse(_ text: Substring) -> [SIPParameter] {
-        text.split(separator: ";", omittingEmptySubsequences: true).map { piece in
+    /// Parses `;a=b;c`. An empty parameter (`;;`, a trailing `;`) is an error; URI parameters
+    /// are unescaped (`%6C%72` is `lr`), header parameters are tokens or quoted strings.
+    static func parse(_ text: Substring, unescaping: Bool = false) throws(SIPParseError) -> [SIPParameter] {
+        var text = text.drop(while: { $0 == " " || $0 == "\t" })
+        guard !text.isEmpty else { return [] }
+        guard text.first == ";" else { throw .syntax("parameters must start with ;") }
+        text = text.dropFirst()
+        var out: [SIPParameter] = []
+        for piece in text.split(separator: ";", omittingEmptySubsequences: false) {
             let trimmed = String(piece).trimmingSIPWhitespace()
+            guard !trimmed.isEmpty else { throw .syntax("empty parameter") }
+            var name = trimmed, value: String?
             if let eq = trimmed.firstIndex(of: "=") {
-                return SIPParameter(
-                    String(trimmed[..<eq]).trimmingSIPWhitespace(),
-                    String(trimmed[trimmed.index(after: eq)...]).trimmingSIPWhitespace())
+                name = String(trimmed[..<eq]).trimmingSIPWhitespace()
+                value = String(trimmed[trimmed.index(after: eq)...]).trimmingSIPWhitespace()
             }
-            return SIPParameter(trimmed)
+            guard !name.isEmpty else { throw .syntax("parameter without a name") }
+            if unescaping {
+                name = try SIPURI.unescape(Substring(name))
+                value = try value.map { v throws(SIPParseError) in try SIPURI.unescape(Substring(v)) }
+            }
+            out.append(SIPParameter(name, value))
         }
+        return out
     }
 }
 
@@ -98,10 +111,8 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
             self.opaque = String(rest)
             return
         }
-        if let q = rest.firstIndex(of: "?") {
-            headers = String(rest[rest.index(after: q)...])
-            rest = rest[..<q]
-        }
+        // The user part may hold `;` and `?` (user-unreserved) but never an unescaped `@`,
+        // which neither parameters nor headers allow: split there first.
         if let at = rest.firstIndex(of: "@") {
             let userinfo = rest[..<at]
             rest = rest[rest.index(after: at)...]
@@ -114,10 +125,14 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
             guard userPart.utf8.allSatisfy(SIPURI.isUserByte) else { throw .syntax("bad character in URI user") }
             user = try SIPURI.unescape(userPart)
         }
+        if let q = rest.firstIndex(of: "?") {
+            headers = String(rest[rest.index(after: q)...])
+            rest = rest[..<q]
+        }
         var hostport = rest
         if let semi = rest.firstIndex(of: ";") {
             hostport = rest[..<semi]
-            parameters = [SIPParameter].parse(rest[semi...])
+            parameters = try [SIPParameter].parse(rest[semi...], unescaping: true)
         }
         if hostport.hasPrefix("[") {
             guard let close = hostport.firstIndex(of: "]") else { throw .syntax("bad IPv6 reference") }
@@ -155,7 +170,10 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
         }
         out += host
         if let port { out += ":\(port)" }
-        out += parameters.serialized
+        for p in parameters {
+            out += ";" + SIPURI.escape(p.name, allowed: SIPURI.paramUnreserved)
+            if let value = p.value { out += "=" + SIPURI.escape(value, allowed: SIPURI.paramUnreserved) }
+        }
         if let headers { out += "?" + headers }
         return out
     }
@@ -193,10 +211,16 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
         return s
     }
 
-    static func escapeUser(_ text: String) -> String {
+    static let paramUnreserved = Set("-_.!~*'()[]/:&+$".utf8)
+    static let userUnreserved = Set("-_.!~*'()&=+$,;?/".utf8)
+
+    static func escapeUser(_ text: String) -> String { escape(text, allowed: userUnreserved) }
+
+    /// Percent-escapes every byte that is not alphanumeric or in `allowed`.
+    static func escape(_ text: String, allowed: Set<UInt8>) -> String {
         var out = ""
         for b in text.utf8 {
-            if isAlnum(b) || "-_.!~*'()&=+$,;?/".utf8.contains(b) {
+            if isAlnum(b) || allowed.contains(b) {
                 out.unicodeScalars.append(Unicode.Scalar(b))
             } else {
                 out += "%" + String(b >> 4, radix: 16, uppercase: true) + String(b & 0xF, radix: 16, uppercase: true)

@@ -1,0 +1,72 @@
+import Testing
+@testable import SIPListener
+import SIPWire
+import SwitchboardCore
+
+@Suite struct DigestNoncesTests {
+    let user = UserName("alice")!
+    let realm = "localhost"
+
+    func stored(_ password: String = "secret") throws -> StoredCredentials {
+        try StoredCredentials.derive(user: user, password: password, realm: realm, iterations: 4096)
+    }
+
+    func answer(_ nonce: String, algorithm: SIPDigestAlgorithm, password: String = "secret", nc: String = "00000001",
+                method: String = "REGISTER", opaque: String?) -> SIPDigestCredentials {
+        let ha1 = algorithm.ha1(username: "alice", realm: realm, password: password)
+        let response = algorithm.response(ha1: ha1, nonce: nonce, method: method, uri: "sip:localhost", qop: "auth",
+                                          nc: nc, cnonce: "c0ffee")
+        return SIPDigestCredentials(username: "alice", realm: realm, nonce: nonce, uri: "sip:localhost", response: response,
+                                    algorithm: algorithm, qop: "auth", nc: nc, cnonce: "c0ffee", opaque: opaque)
+    }
+
+    @Test func challengesOfferSHA256BeforeMD5() {
+        let nonces = DigestNonces(realm: realm, ttlSeconds: 300)
+        let challenges = nonces.challenges(now: 1000)
+        #expect(challenges.count == 2)
+        #expect(challenges[0].contains("algorithm=SHA-256"))
+        #expect(challenges[1].contains("algorithm=MD5"))
+        #expect(challenges.allSatisfy { $0.contains("qop=\"auth\"") && $0.contains("realm=\"localhost\"") })
+    }
+
+    @Test(arguments: SIPDigestAlgorithm.allCases)
+    func rightPasswordPassesAndWrongOneFails(_ algorithm: SIPDigestAlgorithm) throws {
+        var nonces = DigestNonces(realm: realm, ttlSeconds: 300)
+        let nonce = nonces.makeNonce(now: 1000)
+        let credentials = try stored()
+        #expect(nonces.verify(answer(nonce, algorithm: algorithm, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 2000) == .ok)
+        #expect(nonces.verify(answer(nonce, algorithm: algorithm, password: "guess", nc: "00000002", opaque: nonces.opaque),
+                              method: "REGISTER", stored: credentials, now: 2000) == .rejected)
+    }
+
+    @Test func aReplayedNonceCountIsRejected() throws {
+        var nonces = DigestNonces(realm: realm, ttlSeconds: 300)
+        let nonce = nonces.makeNonce(now: 0)
+        let credentials = try stored()
+        let first = answer(nonce, algorithm: .md5, opaque: nonces.opaque)
+        #expect(nonces.verify(first, method: "REGISTER", stored: credentials, now: 10) == .ok)
+        #expect(nonces.verify(first, method: "REGISTER", stored: credentials, now: 20) == .rejected)
+        let next = answer(nonce, algorithm: .md5, nc: "00000002", opaque: nonces.opaque)
+        #expect(nonces.verify(next, method: "REGISTER", stored: credentials, now: 30) == .ok)
+    }
+
+    @Test func anOldNonceIsStaleAndAForgedOneRejected() throws {
+        var nonces = DigestNonces(realm: realm, ttlSeconds: 300)
+        let credentials = try stored()
+        let old = nonces.makeNonce(now: 0)
+        #expect(nonces.verify(answer(old, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 301_000) == .stale)
+        let other = DigestNonces(realm: realm, ttlSeconds: 300)   // another key
+        let forged = other.makeNonce(now: 0)
+        #expect(nonces.verify(answer(forged, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .rejected)
+    }
+
+    @Test func theMethodIsPartOfTheResponse() throws {
+        var nonces = DigestNonces(realm: realm, ttlSeconds: 300)
+        let nonce = nonces.makeNonce(now: 0)
+        let forInvite = answer(nonce, algorithm: .md5, method: "INVITE", opaque: nonces.opaque)
+        #expect(nonces.verify(forInvite, method: "REGISTER", stored: try stored(), now: 10) == .rejected)
+    }
+}
