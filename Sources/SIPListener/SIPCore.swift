@@ -107,8 +107,9 @@ final class SIPCore {
         return port == settings.port && (uri.host == settings.advertiseHost || uri.host == settings.bind)
     }
 
+    /// Our domain, or the address we listen on (UAs often write `sip:bob@127.0.0.1:5060`).
     func isOurDomain(_ host: String) -> Bool {
-        host == settings.domain
+        host == settings.domain || host == settings.advertiseHost || host == settings.bind
     }
 
     // MARK: Input
@@ -210,12 +211,12 @@ final class SIPCore {
             return
         }
         let routes = (try? request.routes()) ?? []
-        if let top = routes.first, isOurAddress(top.uri) || isOurDomain(top.uri.host) {
+        if let top = routes.first, isOurAddress(top.uri) || top.uri.host == settings.domain {
             // Loose routing through us (a dialog we record-routed).
             forwardInDialog(request, from: peer, stateless: false, serverKey: key)
             return
         }
-        if !routes.isEmpty || (!isOurDomain(request.uri.host) && request.uri.host != settings.conferenceDomain && !isOurAddress(request.uri)) {
+        if !routes.isEmpty || (request.uri.host != settings.domain && request.uri.host != settings.conferenceDomain && !isOurAddress(request.uri)) {
             if (try? request.to().tag) != nil, !routes.isEmpty || bindingOwner(ofContact: request.uri) != nil {
                 forwardInDialog(request, from: peer, stateless: false, serverKey: key)
             } else {
@@ -227,7 +228,7 @@ final class SIPCore {
             handleConferenceRequest(request, key: key, from: peer)
             return
         }
-        if request.uri.user == nil || isOurAddress(request.uri) && request.uri.user == nil {
+        if request.uri.user == nil {
             handleServerRequest(request, key: key, from: peer)
             return
         }
