@@ -12,11 +12,17 @@ public struct DigestNonces: Sendable {
     public let realm: String
     public let ttlMillis: Int64
     public let opaque: String
+    /// Offered in this order; credentials with another algorithm are refused.
+    public let algorithms: [SIPDigestAlgorithm]
     private let key: SymmetricKey
     private var lastCount: [String: (count: UInt64, expiresAt: Int64)] = [:]
 
-    public init(realm: String, ttlSeconds: Int, key: SymmetricKey = SymmetricKey(size: .bits256)) {
+    public init(
+        realm: String, ttlSeconds: Int, algorithms: [SIPDigestAlgorithm] = [.sha256, .md5],
+        key: SymmetricKey = SymmetricKey(size: .bits256)
+    ) {
         self.realm = realm
+        self.algorithms = algorithms.isEmpty ? [.sha256, .md5] : algorithms
         self.ttlMillis = Int64(ttlSeconds) * 1000
         self.key = key
         self.opaque = Array(HMAC<SHA256>.authenticationCode(for: Array("opaque".utf8), using: key)).prefix(8).hexString
@@ -31,10 +37,11 @@ public struct DigestNonces: Sendable {
         Array(HMAC<SHA256>.authenticationCode(for: Array((stamp + ":" + realm).utf8), using: key)).prefix(16).hexString
     }
 
-    /// The `WWW-Authenticate` / `Proxy-Authenticate` values to send: SHA-256 first, then MD5.
+    /// The `WWW-Authenticate` / `Proxy-Authenticate` values to send, most preferred first
+    /// (SHA-256, then MD5, unless configured otherwise).
     public func challenges(now: Int64, stale: Bool = false) -> [String] {
         let nonce = makeNonce(now: now)
-        return SIPDigestAlgorithm.allCases.map { algorithm in
+        return algorithms.map { algorithm in
             "Digest realm=\"\(realm)\", nonce=\"\(nonce)\", opaque=\"\(opaque)\", algorithm=\(algorithm.name), qop=\"auth\""
                 + (stale ? ", stale=true" : "")
         }
@@ -52,7 +59,7 @@ public struct DigestNonces: Sendable {
     public mutating func verify(
         _ credentials: SIPDigestCredentials, method: String, stored: StoredCredentials, now: Int64
     ) -> Verdict {
-        guard credentials.realm == realm, stored.digestRealm == realm,
+        guard credentials.realm == realm, stored.digestRealm == realm, algorithms.contains(credentials.algorithm),
               credentials.opaque == nil || credentials.opaque == opaque
         else { return .rejected }
         let parts = credentials.nonce.split(separator: ".")

@@ -230,7 +230,7 @@ extension SIPCore {
     func forwardInDialog(_ request: SIPRequest, from peer: SIPPeer, stateless: Bool, serverKey: String? = nil) {
         var forwarded = request
         var routes = (try? request.routes()) ?? []
-        if let top = routes.first, isOurAddress(top.uri) || top.uri.host == settings.domain {
+        if let top = routes.first, isOurRoute(top.uri) {
             forwarded.headers.removeFirstValue("Route")
             routes.removeFirst()
         }

@@ -69,7 +69,8 @@ final class SIPCore {
         self.state = state
         self.logger = logger
         self.clock = clock
-        self.nonces = DigestNonces(realm: settings.domain, ttlSeconds: settings.nonceTTLSeconds)
+        self.nonces = DigestNonces(realm: settings.domain, ttlSeconds: settings.nonceTTLSeconds,
+                                   algorithms: settings.digestAlgorithms)
         var rng = SystemRandomNumberGenerator()
         self.instance = String(rng.next() as UInt32, radix: 36)
     }
@@ -105,6 +106,11 @@ final class SIPCore {
     func isOurAddress(_ uri: SIPURI) -> Bool {
         let port = uri.port ?? 5060
         return port == settings.port && (uri.host == settings.advertiseHost || uri.host == settings.bind)
+    }
+
+    /// A Route URI that names this proxy: our address, or the domain without a port.
+    func isOurRoute(_ uri: SIPURI) -> Bool {
+        isOurAddress(uri) || (uri.host == settings.domain && (uri.port == nil || uri.port == settings.port))
     }
 
     /// Our domain, or the address we listen on (UAs often write `sip:bob@127.0.0.1:5060`).
@@ -210,14 +216,22 @@ final class SIPCore {
             respond(response(to: request, status: 416), server: key)
             return
         }
-        let routes = (try? request.routes()) ?? []
-        if let top = routes.first, isOurAddress(top.uri) || top.uri.host == settings.domain {
-            // Loose routing through us (a dialog we record-routed).
+        // RFC 3261 §16.4: a top Route naming us is removed; another Route is the next hop.
+        var request = request
+        var routes = (try? request.routes()) ?? []
+        var looseRoutedToUs = false
+        if let top = routes.first, isOurRoute(top.uri) {
+            request.headers.removeFirstValue("Route")
+            routes.removeFirst()
+            looseRoutedToUs = true
+        }
+        if !routes.isEmpty {
             forwardInDialog(request, from: peer, stateless: false, serverKey: key)
             return
         }
-        if !routes.isEmpty || (request.uri.host != settings.domain && request.uri.host != settings.conferenceDomain && !isOurAddress(request.uri)) {
-            if (try? request.to().tag) != nil, !routes.isEmpty || bindingOwner(ofContact: request.uri) != nil {
+        if request.uri.host != settings.domain && request.uri.host != settings.conferenceDomain && !isOurAddress(request.uri) {
+            // Not for us: only requests inside a dialog we record-routed go on.
+            if looseRoutedToUs || ((try? request.to().tag) != nil && bindingOwner(ofContact: request.uri) != nil) {
                 forwardInDialog(request, from: peer, stateless: false, serverKey: key)
             } else {
                 respond(response(to: request, status: 403, warning: "this server does not relay to \(request.uri.host)"), server: key)

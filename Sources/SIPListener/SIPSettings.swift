@@ -12,6 +12,7 @@ struct SIPSettings: Sendable {
     var minExpires: Int
     var maxExpires: Int
     var nonceTTLSeconds: Int
+    var digestAlgorithms: [SIPDigestAlgorithm]
     var limits: SIPLimits
     var maxConnections: Int
     var maxBindingsPerUser: Int
@@ -29,6 +30,7 @@ struct SIPSettings: Sendable {
         minExpires = config.int("sip", "min_expires")
         maxExpires = max(config.int("sip", "max_expires"), config.int("sip", "min_expires"))
         nonceTTLSeconds = config.int("sip", "nonce_ttl_seconds")
+        digestAlgorithms = config.strings("sip", "digest_algorithms").compactMap(SIPDigestAlgorithm.init(name:))
         limits = SIPLimits(maxMessageBytes: config.int("sip", "max_message_bytes"), maxHeaders: config.int("sip", "max_headers"))
         maxConnections = config.int("sip", "max_connections")
         maxBindingsPerUser = config.int("sip", "max_bindings_per_user")

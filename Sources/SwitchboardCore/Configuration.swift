@@ -118,6 +118,7 @@ public struct ConfigSchema: Sendable {
             Key("min_expires", .int(1...86_400), .int(60)),
             Key("max_expires", .int(1...604_800), .int(3600)),
             Key("nonce_ttl_seconds", .int(5...86_400), .int(300)),
+            Key("digest_algorithms", .strings, .strings(["SHA-256", "MD5"])),
             Key("max_message_bytes", .int(1024...65_535), .int(65_535)),
             Key("max_headers", .int(16...1024), .int(128)),
             Key("max_connections", .int(1...1_000_000), .int(1000)),
