@@ -55,6 +55,7 @@ final class SIPCore {
     var proxyContexts: [String: ProxyContext] = [:]
     var calls: [String: CallRecord] = [:]
 
+    var rateBuckets: [SIPPeer: TokenBucket] = [:]
     var counter: UInt64 = 0
     let instance: String
 
@@ -161,6 +162,15 @@ final class SIPCore {
     }
 
     func receiveRequest(_ request: SIPRequest, from peer: SIPPeer) {
+        guard withinRate(peer) else {
+            SwitchboardMetrics.reject(.sip, reason: .rateLimited)
+            if request.method != .ack, (try? request.topVia()) != nil {
+                var r = response(to: request, status: 503, warning: "too many requests from \(peer)")
+                r.headers.add("Retry-After", "1")
+                sendStateless(r, to: peer)
+            }
+            return
+        }
         do {
             try request.validate()
         } catch {
@@ -291,6 +301,16 @@ final class SIPCore {
             r.headers.add("Allow", Self.allowedMethods)
             respond(r, server: key)
         }
+    }
+
+    /// Takes a token from the source's bucket (`sip.rate_per_second`, `sip.rate_burst`).
+    func withinRate(_ peer: SIPPeer) -> Bool {
+        if rateBuckets.count > 50_000 { rateBuckets.removeAll(keepingCapacity: true) }
+        let now = UInt64(clamping: clock()) &* 1_000_000
+        var bucket = rateBuckets[peer] ?? TokenBucket(rate: settings.ratePerSecond, burst: settings.rateBurst)
+        let ok = bucket.take(nowNanos: now)
+        rateBuckets[peer] = bucket
+        return ok
     }
 
     // MARK: Responses

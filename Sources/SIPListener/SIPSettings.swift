@@ -18,6 +18,8 @@ struct SIPSettings: Sendable {
     var maxBindingsPerUser: Int
     var timers: SIPTimers
     var deliveryWindow: Int
+    var ratePerSecond: Int
+    var rateBurst: Int
     var maxBodyBytes: Int
     var shutdownGraceSeconds: Int
 
@@ -37,6 +39,8 @@ struct SIPSettings: Sendable {
         timers = SIPTimers(t1: Int64(config.int("sip", "t1_ms")), t2: Int64(config.int("sip", "t2_ms")),
                            t4: Int64(config.int("sip", "t4_ms")))
         deliveryWindow = config.int("sip", "delivery_window")
+        ratePerSecond = config.int("sip", "rate_per_second")
+        rateBurst = config.int("sip", "rate_burst")
         maxBodyBytes = config.int("limits", "max_body_bytes")
         shutdownGraceSeconds = config.int("server", "shutdown_grace_seconds")
     }
