@@ -4,7 +4,7 @@ import SwitchboardCore
 
 /// Issues and checks digest nonces (RFC 3261 §22.4, RFC 8760).
 ///
-/// A nonce is `<issued ms in hex>.<HMAC-SHA-256 of it, truncated>`: the server keeps no state
+/// A nonce is `<issued ms>.<random>.<HMAC-SHA-256 of both, truncated>`: the server keeps no state
 /// to recognise its own nonces, and checks their age against the TTL (an old one is `stale`).
 /// Replays are refused by remembering the highest `nc` seen per nonce until it expires (and
 /// treating a nonce used without `qop` as single-use).
@@ -28,8 +28,11 @@ public struct DigestNonces: Sendable {
         self.opaque = Array(HMAC<SHA256>.authenticationCode(for: Array("opaque".utf8), using: key)).prefix(8).hexString
     }
 
+    /// `<issued ms>.<random>.<signature>` in hex: unique per challenge even within a millisecond,
+    /// since a nonce's counter is tracked for replays.
     public func makeNonce(now: Int64) -> String {
-        let stamp = String(now, radix: 16)
+        var rng = SystemRandomNumberGenerator()
+        let stamp = String(now, radix: 16) + "." + String(rng.next() as UInt64, radix: 16)
         return stamp + "." + signature(stamp)
     }
 
@@ -63,8 +66,8 @@ public struct DigestNonces: Sendable {
               credentials.opaque == nil || credentials.opaque == opaque
         else { return .rejected }
         let parts = credentials.nonce.split(separator: ".")
-        guard parts.count == 2, let issued = Int64(parts[0], radix: 16),
-              DigestNonces.equal(String(parts[1]), signature(String(parts[0])))
+        guard parts.count == 3, let issued = Int64(parts[0], radix: 16),
+              DigestNonces.equal(String(parts[2]), signature(parts[0] + "." + parts[1]))
         else { return .rejected }
         if let qop = credentials.qop, qop != "auth" { return .rejected }
         let ha1 = credentials.algorithm == .md5 ? stored.digestHA1MD5 : stored.digestHA1SHA256

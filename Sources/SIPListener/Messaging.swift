@@ -435,8 +435,9 @@ extension SIPCore {
         ref.remaining -= 1
         if response.isSuccess {
             ref.outcome = .delivered
-        } else if ref.outcome == .pending, (400..<500).contains(response.status),
-                  ![408, 480].contains(response.status) {
+        } else if ref.outcome == .pending, ![408, 480, 503].contains(response.status) {
+            // A final refusal (4xx, 5xx, 6xx other than "try later"): skip the message, or one
+            // phone that refuses it would hold up everything after it.
             ref.outcome = .refused
         }
         guard ref.outcome == .delivered || ref.remaining == 0 else {

@@ -37,6 +37,7 @@ struct CallKey: Hashable {
 /// A call the proxy saw start, for the `call` envelopes in `calls.<user>`.
 struct CallRecord {
     var key: CallKey
+    var startedAt: Int64
     var ringing = false
     var answeredAt: Int64?
 }
@@ -62,8 +63,11 @@ extension SIPCore {
             // 100 Trying at once, so the caller stops retransmitting (RFC 3261 §16.2).
             respond(response(to: request, status: 100), server: key)
         }
-        let caller = (try? request.from()).flatMap { from in
+        guard let caller = (try? request.from()).flatMap({ from in
             from.uri.user.flatMap { UserName($0) }.flatMap { isOurDomain(from.uri.host) ? $0 : nil }
+        }) else {
+            respond(response(to: request, status: 403, warning: "From must be sip:<user>@\(settings.domain)"), server: key)
+            return
         }
         let inDialog = (try? request.to().tag) != nil
         let proceed = { (core: SIPCore) in
@@ -74,20 +78,22 @@ extension SIPCore {
                 }
                 let targets = (core.bindings[callee] ?? []).filter { $0.expiresAt > core.clock() }
                 guard !targets.isEmpty else {
-                    if request.method == .invite, let caller {
+                    if request.method == .invite {
                         core.emitCall(CallKey(callID: request.callID ?? "", caller: caller, callee: callee),
                                       state: "failed", extra: ["status": "480"], body: "\(callee) is not reachable")
                     }
                     core.respond(core.response(to: request, status: 480, warning: "\(callee) has no registered contact"), server: key)
                     return
                 }
-                let call = request.method == .invite && !inDialog && caller != nil
-                    ? CallKey(callID: request.callID ?? "", caller: caller!, callee: callee) : nil
+                let call = request.method == .invite && !inDialog
+                    ? CallKey(callID: request.callID ?? "", caller: caller, callee: callee) : nil
                 core.fork(request, key: key, to: targets.map { ($0.contact.uri, $0.source) }, recordRoute: request.method == .invite,
                           call: call)
             }
         }
-        if inDialog || (caller.map { isTrusted(peer, as: $0) } ?? false) {
+        // A To tag does not exempt a request addressed to a user (real in-dialog requests are
+        // loose-routed to a contact): only the registered source or a digest answer does.
+        if isTrusted(peer, as: caller) {
             proceed(self)
         } else {
             authenticate(request, key: key, header: "Proxy-Authorization", challengeStatus: 407, as: caller) { _ in proceed(self) }
@@ -99,7 +105,7 @@ extension SIPCore {
         let context = ProxyContext(serverKey: key, request: request, call: call)
         proxyContexts[key] = context
         if let call {
-            calls[call.callID] = CallRecord(key: call)
+            calls[call.callID] = CallRecord(key: call, startedAt: clock())
         }
         for (uri, peer) in targets {
             var forwarded = request
@@ -137,6 +143,15 @@ extension SIPCore {
             return
         }
         context.branches[index].final = response.status
+        if response.status == 408, context.branches[index].provisional, context.request.method == .invite {
+            // Timer C: stop the ringing branch.
+            cancel(context.branches[index])
+        }
+        if relayed.status == 503 {
+            // RFC 3261 §16.7 step 6: a proxy does not pass 503 on.
+            relayed.status = 500
+            relayed.reason = SIPResponse.defaultReason(500)
+        }
         if response.isSuccess {
             // Every 2xx goes to the caller; the other branches are cancelled.
             respond(relayed, server: key)
@@ -177,6 +192,12 @@ extension SIPCore {
 
     private func cancelPendingBranches(_ context: ProxyContext) {
         for branch in context.branches where branch.final == nil && branch.request.method == .invite {
+            cancel(branch)
+        }
+    }
+
+    private func cancel(_ branch: ProxyBranch) {
+        do {
             var headers = SIPHeaders()
             if let via = branch.request.headers.values("Via").first { headers.add("Via", via) }
             headers.add("Max-Forwards", "70")
@@ -265,6 +286,11 @@ extension SIPCore {
             return
         }
         fork(forwarded, key: serverKey!, to: [(nil, target)], recordRoute: false, call: nil)
+    }
+
+    /// Forgets calls whose end the proxy never saw (the BYE took another path) after a day.
+    func forgetStaleCalls(now: Int64) {
+        calls = calls.filter { now - $0.value.startedAt < 86_400_000 }
     }
 
     // MARK: Call events

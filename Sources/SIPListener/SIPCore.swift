@@ -114,6 +114,12 @@ final class SIPCore {
         isOurAddress(uri) || (uri.host == settings.domain && (uri.port == nil || uri.port == settings.port))
     }
 
+    /// An in-dialog request may go on when it comes from a registered contact or goes to one.
+    func mayRelayInDialog(_ request: SIPRequest, from peer: SIPPeer, routes: [SIPAddress]) -> Bool {
+        if trustedSources[peer.description] != nil { return true }
+        return bindingOwner(ofContact: routes.first?.uri ?? request.uri) != nil
+    }
+
     /// Our domain, or the address we listen on (UAs often write `sip:bob@127.0.0.1:5060`).
     func isOurDomain(_ host: String) -> Bool {
         host == settings.domain || host == settings.advertiseHost || host == settings.bind
@@ -235,13 +241,11 @@ final class SIPCore {
             routes.removeFirst()
             looseRoutedToUs = true
         }
-        if !routes.isEmpty {
-            forwardInDialog(request, from: peer, stateless: false, serverKey: key)
-            return
-        }
-        if request.uri.host != settings.domain && request.uri.host != settings.conferenceDomain && !isOurAddress(request.uri) {
-            // Not for us: only requests inside a dialog we record-routed go on.
-            if looseRoutedToUs || ((try? request.to().tag) != nil && bindingOwner(ofContact: request.uri) != nil) {
+        if !routes.isEmpty || (request.uri.host != settings.domain && request.uri.host != settings.conferenceDomain
+                                && !isOurAddress(request.uri)) {
+            // Not for us: only requests inside a dialog we record-routed go on, and only between
+            // registered parties, so the proxy is no open relay.
+            if looseRoutedToUs, (try? request.to().tag) != nil, mayRelayInDialog(request, from: peer, routes: routes) {
                 forwardInDialog(request, from: peer, stateless: false, serverKey: key)
             } else {
                 respond(response(to: request, status: 403, warning: "this server does not relay to \(request.uri.host)"), server: key)
@@ -393,17 +397,13 @@ final class SIPCore {
             case .send(let message):
                 if output?.send(message.serialize(), to: entry.peer) == false {
                     clientTransactions[key] = nil
-                    var timeout = SIPResponse(status: 503, reason: "Service Unavailable")
-                    timeout.headers = entry.transaction.request.headers
-                    entry.handler(self, timeout)
+                    entry.handler(self, synthesized(503, for: entry.transaction.request))
                     return
                 }
             case .deliver(let response):
                 entry.handler(self, response)
             case .timeout:
-                var timeout = SIPResponse(status: 408, reason: "Request Timeout")
-                timeout.headers = entry.transaction.request.headers
-                entry.handler(self, timeout)
+                entry.handler(self, synthesized(408, for: entry.transaction.request))
             case .terminated:
                 clientTransactions[key] = nil
             }
@@ -411,6 +411,16 @@ final class SIPCore {
         if let deadline = clientTransactions[key]?.transaction.nextDeadline {
             schedule(.client(key), at: deadline)
         }
+    }
+
+    /// The response a client transaction reports when the peer never answered (408) or
+    /// cannot be reached (503): the request's Via, From, To, Call-ID and CSeq only.
+    func synthesized(_ status: Int, for request: SIPRequest) -> SIPResponse {
+        var r = SIPResponse(status: status)
+        for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+            for value in request.headers.all(name) { r.headers.add(name, value) }
+        }
+        return r
     }
 
     // MARK: Timers
@@ -530,6 +540,7 @@ final class SIPCore {
         nonces.sweep(now: now)
         expireBindings(now: now)
         retryStalledMembers(now: now)
+        if now % 60_000 < 1000 { forgetStaleCalls(now: now) }
         if credentialCache.count > 10_000 { credentialCache.removeAll() }
         schedule(.housekeeping, at: now + 1000)
     }

@@ -14,6 +14,9 @@ public struct SIPTimers: Hashable, Sendable {
 
     /// Timers B, F, H and J: 64·T1.
     public var transactionTimeout: Int64 { 64 * t1 }
+
+    /// Timer C: how long a proxy lets an INVITE ring (more than 3 minutes, RFC 3261 §16.6).
+    public static let timerC: Int64 = 181_000
 }
 
 /// What a transaction asks its owner to do. The owner does the I/O; the machine only decides.
@@ -68,7 +71,13 @@ public struct ClientTransaction: Sendable {
         case .calling, .proceeding:
             if response.isProvisional {
                 state = .proceeding
-                if isInvite { retransmitAt = nil } else if retransmitAt != nil { retransmitInterval = timers.t2 }
+                if isInvite {
+                    // Timer B covers Calling only; a ringing callee gets Timer C (RFC 3261 §16.6 step 11).
+                    retransmitAt = nil
+                    timeoutAt = now + SIPTimers.timerC
+                } else if retransmitAt != nil {
+                    retransmitInterval = timers.t2
+                }
                 return [.deliver(response)]
             }
             retransmitAt = nil

@@ -29,14 +29,19 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 
     /// The first value of `name`, whole (not split at commas).
     public subscript(name: String) -> String? {
-        let key = SIPHeaders.canonicalName(name)
+        let key = SIPHeaders.lookupName(name)
         return fields.first { $0.name.caseInsensitiveEquals(key) }?.value
     }
 
     /// Every field value of `name`, whole.
     public func all(_ name: String) -> [String] {
-        let key = SIPHeaders.canonicalName(name)
+        let key = SIPHeaders.lookupName(name)
         return fields.filter { $0.name.caseInsensitiveEquals(key) }.map(\.value)
+    }
+
+    /// Stored names are canonical and compared without case, so only compact forms need mapping.
+    static func lookupName(_ name: String) -> String {
+        name.utf8.count == 1 ? canonicalName(name) : name
     }
 
     /// Every value of a list header, split at commas outside quotes and angle brackets.
@@ -121,29 +126,36 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 
     /// Splits a list header value at commas that are outside quoted strings and `<…>`.
     public static func splitList(_ value: String) -> [String] {
+        let utf8 = value.utf8
+        guard utf8.contains(UInt8(ascii: ",")) else {
+            let whole = value.trimmingSIPWhitespace()
+            return whole.isEmpty ? [] : [whole]
+        }
         var parts: [String] = []
-        var current = Substring.UnicodeScalarView()
         var inQuotes = false, inAngle = false, escaped = false
-        for scalar in value.unicodeScalars {
+        var start = utf8.startIndex
+        var index = utf8.startIndex
+        while index != utf8.endIndex {
+            let byte = utf8[index]
             if escaped {
                 escaped = false
-            } else if inQuotes && scalar == "\\" {
+            } else if inQuotes && byte == UInt8(ascii: "\\") {
                 escaped = true
-            } else if scalar == "\"" {
+            } else if byte == UInt8(ascii: "\"") {
                 inQuotes.toggle()
-            } else if !inQuotes && scalar == "<" {
+            } else if !inQuotes && byte == UInt8(ascii: "<") {
                 inAngle = true
-            } else if !inQuotes && scalar == ">" {
+            } else if !inQuotes && byte == UInt8(ascii: ">") {
                 inAngle = false
-            } else if !inQuotes && !inAngle && scalar == "," {
-                let part = String(current).trimmingSIPWhitespace()
+            } else if !inQuotes && !inAngle && byte == UInt8(ascii: ",") {
+                // ASCII delimiters sit on character boundaries, so the UTF-8 index slices the string.
+                let part = String(value[start..<index]).trimmingSIPWhitespace()
                 if !part.isEmpty { parts.append(part) }
-                current = Substring.UnicodeScalarView()
-                continue
+                start = utf8.index(after: index)
             }
-            current.append(scalar)
+            index = utf8.index(after: index)
         }
-        let last = String(current).trimmingSIPWhitespace()
+        let last = String(value[start..<utf8.endIndex]).trimmingSIPWhitespace()
         if !last.isEmpty { parts.append(last) }
         return parts
     }
@@ -159,14 +171,13 @@ extension String {
 
     /// Without leading and trailing spaces and tabs (SIP's LWS once unfolded).
     func trimmingSIPWhitespace() -> String {
-        let scalars = unicodeScalars
-        var start = scalars.startIndex, end = scalars.endIndex
-        while start < end, scalars[start] == " " || scalars[start] == "\t" { start = scalars.index(after: start) }
-        while end > start {
-            let before = scalars.index(before: end)
-            guard scalars[before] == " " || scalars[before] == "\t" else { break }
-            end = before
-        }
-        return String(scalars[start..<end])
+        let utf8 = self.utf8
+        guard let first = utf8.first, let last = utf8.last else { return self }
+        let isSpace = { (b: UInt8) in b == 32 || b == 9 }
+        if !isSpace(first) && !isSpace(last) { return self }
+        guard let start = utf8.firstIndex(where: { !isSpace($0) }),
+              let end = utf8.lastIndex(where: { !isSpace($0) })
+        else { return "" }
+        return String(self[start...end])
     }
 }

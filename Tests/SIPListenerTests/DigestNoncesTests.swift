@@ -70,3 +70,11 @@ import SwitchboardCore
         #expect(nonces.verify(forInvite, method: "REGISTER", stored: try stored(), now: 10) == .rejected)
     }
 }
+
+@Suite struct DigestNonceUniquenessTests {
+    @Test func noncesIssuedInTheSameMillisecondDiffer() {
+        let nonces = DigestNonces(realm: "localhost", ttlSeconds: 300)
+        let issued = Set((0..<1000).map { _ in nonces.makeNonce(now: 42) })
+        #expect(issued.count == 1000)
+    }
+}
