@@ -6,8 +6,8 @@ CONFIG       ?= conf/switchboard.toml
 VENV         := .build/venv
 PYTHON       := $(VENV)/bin/python3
 BUILD_DEBS   := libsqlite3-dev libmosquitto-dev libssl-dev libxml2-dev pkg-config
-TEST_DEBS    := python3 python3-venv netcat-openbsd chromium chromium-driver mosquitto mosquitto-clients sendxmpp
-BENCH_DEBS   := ngircd
+TEST_DEBS    := python3 python3-venv netcat-openbsd chromium chromium-driver mosquitto mosquitto-clients sendxmpp sip-tester baresip
+BENCH_DEBS   := ngircd prosody ejabberd
 
 APT_INSTALL = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -27,8 +27,16 @@ test-deps: deps
 	@[ -x $(PYTHON) ] || python3 -m venv $(VENV)
 	@$(PYTHON) -m pip install -q --disable-pip-version-check -r Tests/integration/requirements.txt
 
+## The XMPP benchmark runs Prosody and ejabberd as private processes (Tests/bench/peers/); the system
+## services their packages start on installation are stopped and disabled so nothing else serves 5222.
 bench-deps: test-deps
-	@$(call APT_INSTALL,$(BENCH_DEBS))
+	@fresh=""; for p in prosody ejabberd; do dpkg -s $$p >/dev/null 2>&1 || fresh="$$fresh $$p"; done; \
+	$(call APT_INSTALL,$(BENCH_DEBS)) || exit 1; \
+	SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	for s in $$fresh; do \
+		if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now $$s >/dev/null 2>&1 || true; \
+		else $$SUDO service $$s stop >/dev/null 2>&1 || true; $$SUDO update-rc.d $$s disable >/dev/null 2>&1 || true; fi; \
+	done
 
 ## make run: build in release mode and start the gateway with conf/switchboard.toml, data under data/.
 ## With [mqtt] enabled and no broker at mqtt.host:mqtt.port, scripts/with-mosquitto.sh starts a local

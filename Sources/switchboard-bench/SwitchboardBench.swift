@@ -6,7 +6,7 @@ import ArgumentParser
 struct SwitchboardBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "switchboard-bench",
-        abstract: "Switchboard benchmarks: in-process bus fan-out, history group commit, end-to-end line/IRC/WebSocket latency, WebSocket memory per connection, MQTT bridge vs broker.",
-        subcommands: [FanoutCommand.self, HistoryCommand.self, LineLoadCommand.self, WSLoadCommand.self, WSIdleCommand.self, MQTTLoadCommand.self])
+        abstract: "Switchboard benchmarks: in-process bus fan-out, history group commit, end-to-end line/IRC/WebSocket latency, WebSocket memory per connection, MQTT bridge vs broker, XMPP MUC fan-out.",
+        subcommands: [FanoutCommand.self, HistoryCommand.self, LineLoadCommand.self, WSLoadCommand.self, WSIdleCommand.self, MQTTLoadCommand.self, XMPPLoadCommand.self])
 }
 

@@ -20,6 +20,9 @@ are removed.
 5. MQTT bridge (`switchboard-bench mqtt direct|gateway`): a device publishing through a private
    Mosquitto to a subscriber (the broker alone) and through the gateway to a WebSocket client,
    side by side: added latency and sustained msgs/s.
+6. XMPP MUC fan-out (`switchboard-bench xmpp`): the same room load (50 and 200 occupants, paced
+   and saturated) against Switchboard, a private Prosody and a private ejabberd, one after the
+   other: delivered stanzas/s, latency, server CPU per delivered stanza.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import shutil
 import signal
 import socket
 import statistics
+import string
 import subprocess
 import sys
 import tempfile
@@ -59,9 +63,15 @@ CROSS_P99_TARGET_MS = 5.0          # line <-> WebSocket latency p99 at 1,000 msg
 
 _procs: list[subprocess.Popen] = []
 _tmpdirs: list[Path] = []
+_stoppers: list = []  # callables that stop what a Popen alone cannot (e.g. ejabberd's beam.smp and epmd)
 
 
 def _cleanup() -> None:
+    for stop in list(_stoppers):
+        try:
+            stop()
+        except Exception:  # noqa: BLE001 -- best effort on the way out
+            pass
     for p in list(_procs):
         stop_process(p, timeout=5)
     for d in list(_tmpdirs):
@@ -97,11 +107,14 @@ def remove_tmpdir(d: Path) -> None:
         _tmpdirs.remove(d)
 
 
-def start_process(args: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def start_process(args: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None,
+                  user: str | None = None) -> subprocess.Popen:
+    """Starts `args` with output to `log_path`; with `user` (when running as root) as that user and group."""
     f = open(log_path, "wb")
+    drop = {"user": user, "group": user, "extra_groups": []} if user else {}
     try:
         p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                             env=env, cwd=str(cwd) if cwd else None)
+                             env=env, cwd=str(cwd) if cwd else None, **drop)
     finally:
         f.close()
     _procs.append(p)
@@ -222,6 +235,9 @@ def machine_info(tmp_root: str) -> dict:
     ng = shutil.which("ngircd") or ("/usr/sbin/ngircd" if Path("/usr/sbin/ngircd").exists() else None)
     info["ngircd"] = sh([ng, "--version"]).splitlines()[0] if ng else "not installed"
     info["sqlite"] = sh(["dpkg-query", "-W", "-f=${Version}", "libsqlite3-0"]) or "unknown"
+    for pkg in ("prosody", "ejabberd"):
+        v = sh(["dpkg-query", "-W", "-f=${Version}", pkg])
+        info[pkg] = v if v and "no packages found" not in v else "not installed"
     try:
         info["loadavg"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
@@ -364,9 +380,10 @@ def toml_value(v) -> str:
 
 
 def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int | None = None,
-                             mqtt: dict | None = None) -> None:
+                             mqtt: dict | None = None, xmpp_port: int | None = None) -> None:
     """Only `[line]` on `port`; with `ws_port` also `[websocket]` (sized for 20,000 connections);
-    with `mqtt` also `[mqtt]` (these keys, `enabled = true`)."""
+    with `mqtt` also `[mqtt]` (these keys, `enabled = true`); with `xmpp_port` also `[xmpp]`
+    (`XMPP_SERVER_SETTINGS`: plain SASL without TLS, no rate limit)."""
     sections = {
         "server": {"data_dir": str(data_dir)},
         "log": {"level": "warning"},
@@ -382,6 +399,8 @@ def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int
         sections["websocket"] = dict(WS_SERVER_SETTINGS, enabled=True, bind="127.0.0.1", port=ws_port)
     if mqtt is not None:
         sections["mqtt"] = dict(mqtt, enabled=True)
+    if xmpp_port is not None:
+        sections["xmpp"] = dict(XMPP_SERVER_SETTINGS, enabled=True, bind="127.0.0.1", port=xmpp_port)
     text = []
     for section, keys in sections.items():
         text.append(f"[{section}]")
@@ -391,14 +410,16 @@ def write_switchboard_config(path: Path, data_dir: Path, port: int, ws_port: int
 
 
 class SwitchboardServer:
-    def __init__(self, binary: str, password: str, websocket: bool = False, mqtt: dict | None = None):
+    def __init__(self, binary: str, password: str, websocket: bool = False, mqtt: dict | None = None,
+                 xmpp: bool = False):
         self.binary = binary
         self.password = password
         self.dir = make_tmpdir("serve")
         self.port = free_port()
         self.ws_port = free_port() if websocket else None
+        self.xmpp_port = free_port() if xmpp else None
         self.config = self.dir / "switchboard.toml"
-        write_switchboard_config(self.config, self.dir / "data", self.port, self.ws_port, mqtt)
+        write_switchboard_config(self.config, self.dir / "data", self.port, self.ws_port, mqtt, self.xmpp_port)
         self.env = bench_env()
         self.proc: subprocess.Popen | None = None
         self.log = self.dir / "serve.log"
@@ -411,12 +432,21 @@ class SwitchboardServer:
             if r.returncode != 0:
                 raise RuntimeError(f"user add {name} failed: {r.stderr.strip()}")
 
+    def add_rooms(self, names: list[str]) -> None:
+        for name in names:
+            r = subprocess.run([self.binary, "room", "create", name, "--config", str(self.config)],
+                               capture_output=True, text=True, env=self.env, cwd=str(self.dir), timeout=60)
+            if r.returncode != 0:
+                raise RuntimeError(f"room create {name} failed: {r.stderr.strip()}")
+
     def start(self) -> None:
         self.proc = start_process([self.binary, "serve", "--config", str(self.config)], self.log,
                                   env=self.env, cwd=self.dir)
         wait_port(self.port, self.proc, self.log)
         if self.ws_port is not None:
             wait_port(self.ws_port, self.proc, self.log)
+        if self.xmpp_port is not None:
+            wait_port(self.xmpp_port, self.proc, self.log)
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -1034,6 +1064,553 @@ def render_mqtt(mq: dict, sections: dict, summary: list) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
+# 6. XMPP MUC fan-out: Switchboard vs Prosody vs ejabberd
+
+
+PEERS = Path(__file__).resolve().parent / "peers"   # config templates of the peer servers
+XMPP_DOMAIN = "localhost"                          # MUC at conference.localhost on every server
+XMPP_SIZES = (50, 200)                             # occupants of the room
+XMPP_PACED_DELIVERIES = 2_000                      # paced: offered deliveries/s (1 sender at this / occupants msg/s)
+XMPP_PACED_SECONDS = 6
+XMPP_SATURATE_SECONDS = 4
+XMPP_SATURATE_SENDERS = 2
+XMPP_WINDOW = 64                                   # saturation: messages not yet delivered to every occupant
+XMPP_DRAIN_SECONDS = 30
+XMPP_CPU_RATIO_PROSODY = 0.1                       # target: Switchboard's CPU per delivery ≤ 1/10 of Prosody's …
+XMPP_PEERS = ("prosody", "ejabberd")               # … below ejabberd's, and a lower p99 than both at every size
+
+# The [xmpp] section of the XMPP benchmark's server (the rest is the default).
+XMPP_SERVER_SETTINGS = {
+    "allow_plain_without_tls": True,   # SASL PLAIN on a plain loopback stream, as the peers are set up
+    "rate_per_second": 1_000_000,      # the saturating senders send far more than 50 stanzas/s
+    "rate_burst": 1_000_000,
+    "max_connections": 2000,
+    "idle_timeout_seconds": 3600,
+}
+
+
+def proc_descendants(pid: int) -> list[int]:
+    """Every descendant of `pid` (children of all its threads, recursively)."""
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                kids = [int(k) for k in Path(f"/proc/{p}/task/{tid}/children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            for k in kids:
+                if k not in out:
+                    out.append(k)
+                    stack.append(k)
+    return out
+
+
+def wait_pids_idle(pids: list[int], max_seconds: float = 30, threshold_cores: float = 0.05) -> float:
+    """Waits until the processes together use less than `threshold_cores` over half a second."""
+    start = time.monotonic()
+
+    def total() -> float:
+        return sum(proc_cpu_seconds(p) or 0.0 for p in pids)
+
+    prev = total()
+    while time.monotonic() - start < max_seconds:
+        time.sleep(0.5)
+        cur = total()
+        if (cur - prev) / 0.5 < threshold_cores:
+            break
+        prev = cur
+    return round(time.monotonic() - start, 1)
+
+
+def package_version(name: str) -> str:
+    v = sh(["dpkg-query", "-W", "-f=${Version}", name])
+    return v if v and "no packages found" not in v and "unavailable" not in v else "not installed"
+
+
+class ProsodyServer:
+    """A private Prosody (Debian's `prosody`) from Tests/bench/peers/prosody.cfg.lua in a temp dir:
+    loopback, a free port, plain SASL, no mod_limits, MUC on conference.<domain>; run as user
+    `prosody` when this script runs as root (Prosody refuses to run as root)."""
+
+    name = "prosody"
+
+    def __init__(self, binary: str, domain: str = XMPP_DOMAIN):
+        self.binary = binary
+        self.domain = domain
+        self.dir = make_tmpdir("prosody")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.config = self.dir / "prosody.cfg.lua"
+        self.config.write_text(string.Template((PEERS / "prosody.cfg.lua").read_text()).substitute(
+            dir=str(self.dir), port=self.port, domain=domain))
+        (self.dir / "certs").mkdir()
+        self.accounts = self.dir / "data" / self.encode(domain) / "accounts"
+        self.accounts.mkdir(parents=True)
+        self.user = "prosody" if os.geteuid() == 0 else None
+        self.log = self.dir / "prosody.stdout.log"
+        self.proc: subprocess.Popen | None = None
+
+    @staticmethod
+    def encode(s: str) -> str:
+        """Prosody's datamanager path encoding (every non-alphanumeric byte as %xx)."""
+        return "".join(c if c.isalnum() and c.isascii() else f"%{ord(c):02x}" for c in s)
+
+    def add_users(self, names: list[str], password: str) -> None:
+        """Accounts of `internal_plain` auth, written as Prosody stores them (data/<host>/accounts/<user>.dat)."""
+        if not all(c.isalnum() or c in "-_." for c in password):
+            raise ValueError("the benchmark password must be plain ASCII (it is written into Lua files)")
+        for name in names:
+            (self.accounts / f"{self.encode(name)}.dat").write_text(f'return {{\n\t["password"] = "{password}";\n}};\n')
+        if self.user:
+            shutil.chown(self.dir, self.user, self.user)
+            for root, dirs, files in os.walk(self.dir):
+                for entry in dirs + files:
+                    shutil.chown(os.path.join(root, entry), self.user, self.user)
+
+    def version(self) -> str:
+        return package_version("prosody")
+
+    def start(self) -> None:
+        self.proc = start_process([self.binary, "-F", "--config", str(self.config)], self.log, cwd=self.dir,
+                                  user=self.user)
+        wait_port(self.port, self.proc, self.log, timeout=30)
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *proc_descendants(self.proc.pid)] if self.proc else []
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_process(self.proc)
+            self.proc = None
+
+    def dispose(self) -> None:
+        self.stop()
+        remove_tmpdir(self.dir)
+
+
+class EjabberdServer:
+    """A private ejabberd (Debian's `ejabberd`) from Tests/bench/peers/ejabberd.yml in a temp dir:
+    `ejabberdctl … foreground` with its own ctl config, Mnesia spool, logs, Erlang node name and
+    epmd port (loopback), run as user `ejabberd` when this script runs as root. Accounts come from
+    one `ejabberdctl import_piefxis` (XEP-0227) instead of a `register` per user (~0.5 s each)."""
+
+    name = "ejabberd"
+
+    def __init__(self, ctl: str, domain: str = XMPP_DOMAIN):
+        self.ctl = ctl
+        self.domain = domain
+        self.dir = make_tmpdir("ejabberd")
+        os.chmod(self.dir, 0o755)
+        self.port = free_port()
+        self.epmd_port = free_port()
+        (self.dir / "ejabberd.yml").write_text(string.Template((PEERS / "ejabberd.yml").read_text()).substitute(
+            port=self.port, domain=domain))
+        (self.dir / "ejabberdctl.cfg").write_text(
+            f"EJABBERD_CONFIG_PATH={self.dir / 'ejabberd.yml'}\nERLANG_NODE=swbbench{self.port}@localhost\n")
+        inetrc = Path("/etc/ejabberd/inetrc")
+        (self.dir / "inetrc").write_text(inetrc.read_text() if inetrc.exists() else
+                                         '{lookup,["file","native"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n')
+        (self.dir / "spool").mkdir()
+        (self.dir / "logs").mkdir()
+        self.user = "ejabberd" if os.geteuid() == 0 else None
+        if self.user:
+            for root, dirs, files in os.walk(self.dir):
+                shutil.chown(root, self.user, self.user)
+                for entry in files:
+                    shutil.chown(os.path.join(root, entry), self.user, self.user)
+        self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.dir), "LANG": "C.UTF-8",
+                    "ERL_EPMD_PORT": str(self.epmd_port), "ERL_EPMD_ADDRESS": "127.0.0.1"}
+        self.log = self.dir / "ejabberd.stdout.log"
+        self.proc: subprocess.Popen | None = None
+        self.users_added = False
+        _stoppers.append(self.stop)
+
+    def ctl_args(self, *args: str) -> list[str]:
+        return [self.ctl, "--config-dir", str(self.dir), "--ctl-config", str(self.dir / "ejabberdctl.cfg"),
+                "--spool", str(self.dir / "spool"), "--logs", str(self.dir / "logs"), *args]
+
+    def run_ctl(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        drop = {"user": self.user, "group": self.user, "extra_groups": []} if self.user else {}
+        return subprocess.run(self.ctl_args(*args), capture_output=True, text=True, env=self.env, cwd=str(self.dir),
+                              timeout=timeout, **drop)
+
+    def version(self) -> str:
+        return f"{package_version('ejabberd')}, erlang-base {package_version('erlang-base')}"
+
+    def add_users(self, names: list[str], password: str) -> None:
+        """Once per spool (Mnesia keeps them across restarts); the server must be running."""
+        if self.users_added:
+            return
+        users = "".join(f"<user name='{n}' password='{password}'/>" for n in names)
+        pie = self.dir / "users.xml"
+        pie.write_text("<?xml version='1.0' encoding='UTF-8'?><server-data xmlns='urn:xmpp:pie:0'>"
+                       f"<host jid='{self.domain}'>{users}</host></server-data>")
+        if self.user:
+            shutil.chown(pie, self.user, self.user)
+        r = self.run_ctl("import_piefxis", str(pie))
+        if r.returncode != 0:
+            raise RuntimeError(f"ejabberdctl import_piefxis failed: {(r.stdout + r.stderr).strip()[-500:]}")
+        r = self.run_ctl("registered_users", self.domain)
+        count = len(r.stdout.split())
+        if count < len(names):
+            raise RuntimeError(f"ejabberd has {count} of {len(names)} users after import_piefxis")
+        self.users_added = True
+
+    def start(self) -> None:
+        self.proc = start_process(self.ctl_args("foreground"), self.log, env=self.env, cwd=self.dir, user=self.user)
+        wait_port(self.port, self.proc, self.log, timeout=90)
+
+    def pids(self) -> list[int]:
+        return [self.proc.pid, *proc_descendants(self.proc.pid)] if self.proc else []
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # SIGTERM to beam.smp (Erlang stops cleanly); the ejabberdctl shell then exits by itself.
+            for pid in proc_descendants(self.proc.pid):
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except OSError:
+                    pass
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                for pid in proc_descendants(self.proc.pid):
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+            stop_process(self.proc)
+            self.proc = None
+        # The Erlang port mapper daemon the node started (its own port, nothing else registered there).
+        epmd = shutil.which("epmd") or "/usr/bin/epmd"
+        if os.access(epmd, os.X_OK):
+            subprocess.run([epmd, "-port", str(self.epmd_port), "-kill"], capture_output=True, env=self.env, timeout=20)
+
+    def dispose(self) -> None:
+        self.stop()
+        if self.stop in _stoppers:
+            _stoppers.remove(self.stop)
+        remove_tmpdir(self.dir)
+
+
+class SwitchboardXMPP:
+    """The release `switchboard serve` with `[xmpp]` (and `[line]`) on free ports, for section 6."""
+
+    name = "switchboard"
+
+    def __init__(self, binary: str, password: str):
+        self.server = SwitchboardServer(binary, password, xmpp=True)
+        self.port = self.server.xmpp_port
+
+    def version(self) -> str:
+        return "this build (`switchboard serve`)"
+
+    def add_users(self, names: list[str], password: str) -> None:
+        self.server.add_users(names)
+
+    def start(self) -> None:
+        self.server.start()
+
+    def pids(self) -> list[int]:
+        p = self.server.proc
+        return [p.pid, *proc_descendants(p.pid)] if p else []
+
+    def alive(self) -> bool:
+        return self.server.proc is not None and self.server.proc.poll() is None
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def dispose(self) -> None:
+        self.server.dispose()
+
+
+def xmpp_room(n: int, mode: str, run: int) -> str:
+    return f"bench-{n}-{mode}-{run}"
+
+
+def xmpp_args(bench_bin: str, port: int, password: str, n: int, mode: str, room: str, quick: bool) -> list[str]:
+    args = [bench_bin, "xmpp", "--host", "127.0.0.1", "--port", str(port), "--domain", XMPP_DOMAIN,
+            "--occupants", str(n), "--user-prefix", "bench", "--password", password, "--room", room,
+            "--drain-timeout", str(XMPP_DRAIN_SECONDS)]
+    if mode == "paced":
+        args += ["--senders", "1", "--rate", str(max(1, round(XMPP_PACED_DELIVERIES / n))),
+                 "--seconds", str(2 if quick else XMPP_PACED_SECONDS)]
+    else:
+        args += ["--saturate", "--senders", str(XMPP_SATURATE_SENDERS), "--window", str(XMPP_WINDOW),
+                 "--seconds", str(2 if quick else XMPP_SATURATE_SECONDS)]
+    return args
+
+
+def bench_xmpp(binary: str, bench_bin: str, repeats: int, quick: bool) -> dict:
+    """Switchboard, Prosody and ejabberd one after another in every repeat (never two at once), each
+    started fresh and given the same runs: for 50 and 200 occupants a paced and a saturating
+    `switchboard-bench xmpp`, which reads the server's CPU time over its measured phase."""
+    password = "bench-password"
+    names = [f"bench{i:03d}" for i in range(max(XMPP_SIZES))]
+    out: dict = {"runs": {}, "notes": [], "commands": [], "versions": {}, "nofile": raise_nofile(),
+                 "sizes": list(XMPP_SIZES), "paced_deliveries": XMPP_PACED_DELIVERIES,
+                 "paced_seconds": 2 if quick else XMPP_PACED_SECONDS,
+                 "saturate_seconds": 2 if quick else XMPP_SATURATE_SECONDS,
+                 "saturate_senders": XMPP_SATURATE_SENDERS, "window": XMPP_WINDOW, "servers": []}
+    servers: list = []
+    try:
+        log(f"xmpp: switchboard, creating {len(names)} users")
+        sb = SwitchboardXMPP(binary, password)
+        servers.append(sb)
+        sb.add_users(names, password)
+        sb.server.add_rooms([xmpp_room(n, m, r) for r in range(repeats) for n in XMPP_SIZES for m in ("paced", "saturate")])
+        prosody = shutil.which("prosody") or ("/usr/bin/prosody" if Path("/usr/bin/prosody").exists() else None)
+        if prosody:
+            servers.append(ProsodyServer(prosody))
+            servers[-1].add_users(names, password)
+        else:
+            out["notes"].append("prosody is not installed (`apt-get install prosody`): no Prosody column.")
+        ctl = shutil.which("ejabberdctl") or ("/usr/sbin/ejabberdctl" if Path("/usr/sbin/ejabberdctl").exists() else None)
+        if ctl:
+            servers.append(EjabberdServer(ctl))
+        else:
+            out["notes"].append("ejabberd is not installed (`apt-get install ejabberd`): no ejabberd column.")
+        out["servers"] = [s.name for s in servers]
+        out["versions"] = {s.name: s.version() for s in servers}
+        for run in range(repeats):
+            for server in servers:
+                try:
+                    log(f"xmpp: starting {server.name} (repeat {run + 1})")
+                    server.start()
+                    if server.name == "ejabberd":
+                        server.add_users(names, password)
+                    for n in XMPP_SIZES:
+                        for mode in ("paced", "saturate"):
+                            room = xmpp_room(n, mode, run)
+                            pids = server.pids()
+                            args = xmpp_args(bench_bin, server.port, password, n, mode, room, quick)
+                            for pid in pids:
+                                args += ["--server-pid", str(pid)]
+                            if run == 0 and server.name == "switchboard":
+                                shown = xmpp_args("switchboard-bench", 0, password, n, mode, "bench", quick)
+                                out["commands"].append(" ".join(shlex.quote(a) for a in shown)
+                                                       .replace("--port 0", "--port <port>").replace(password, "<pw>")
+                                                       + " --server-pid <pid>")
+                            r = run_json(args, timeout=XMPP_DRAIN_SECONDS * 2 + 240)
+                            if not server.alive():
+                                r = {"error": f"{server.name} exited during the run", "ok": False}
+                            else:
+                                # Let the server finish the leave presences before the next run.
+                                r["server_busy_after_run_seconds"] = wait_pids_idle(pids)
+                            out["runs"].setdefault(f"{server.name}_{n}_{mode}", []).append(r)
+                except Exception as e:  # noqa: BLE001 -- reported in the document
+                    out["notes"].append(f"{server.name}, repeat {run + 1}: {e}")
+                finally:
+                    server.stop()
+    except Exception as e:  # noqa: BLE001
+        out["notes"].append(f"{e}")
+    finally:
+        for server in servers:
+            server.dispose()
+    return out
+
+
+def render_xmpp(xm: dict, sections: dict, summary: list) -> list[str]:
+    sec: list[str] = []
+    sec.append("## 6. XMPP MUC fan-out: Switchboard vs Prosody vs ejabberd")
+    sec.append("")
+    runs = xm.get("runs", {}) if xm else {}
+    if not runs:
+        sec.append("Not run." + (" " + "; ".join(xm.get("notes", [])) if xm and xm.get("notes") else ""))
+        sec.append("")
+        return sec
+    servers = xm.get("servers") or ["switchboard", *XMPP_PEERS]
+    titles = {"switchboard": "Switchboard", "prosody": "Prosody", "ejabberd": "ejabberd"}
+    versions = xm.get("versions", {})
+    sizes = xm.get("sizes", list(XMPP_SIZES))
+    pdel, psec, ssec = xm.get("paced_deliveries"), xm.get("paced_seconds"), xm.get("saturate_seconds")
+    window, senders = xm.get("window"), xm.get("saturate_senders")
+    sec.append("The same load against three servers, one after another in every repeat (never two at once; each "
+               "started fresh for its turn and stopped afterwards), all on loopback with plain XMPP streams "
+               "(SASL PLAIN without TLS), users `bench000`…`bench199` with the same password, the room "
+               f"`<room>@conference.{XMPP_DOMAIN}` (a new one per run):")
+    sec.append("")
+    sec.append("* **Switchboard**: the release `switchboard serve` with `[xmpp]` on a free port ("
+               + ", ".join(f"`{k}` = {toml_value(v) if isinstance(v, bool) else f'{v:,}'}" for k, v in XMPP_SERVER_SETTINGS.items())
+               + "), a fresh data dir (SQLite history: every message is committed before it is delivered), users "
+               "made with `switchboard user add` (`SWITCHBOARD_ACCOUNTS_PBKDF2_ITERATIONS=4096`), rooms with "
+               "`switchboard room create`. Occupant nick = user name.")
+    sec.append(f"* **Prosody** (Debian {versions.get('prosody', '?')}): `prosody -F` with "
+               "`Tests/bench/peers/prosody.cfg.lua` in a temp dir (`c2s_require_encryption = false`, "
+               "`allow_unencrypted_plain_auth = true`, `internal_plain` accounts written into its data dir, "
+               "no `mod_limits`, no s2s, `Component \"conference.localhost\" \"muc\"` with `muc_room_locking = false`, "
+               "history length 20 in memory), as user `prosody`.")
+    sec.append(f"* **ejabberd** (Debian {versions.get('ejabberd', '?')}): `ejabberdctl … foreground` with "
+               "`Tests/bench/peers/ejabberd.yml` and its own ctl config, Mnesia spool, node name and epmd port in a temp "
+               "dir (`starttls_required: false`, `shaper: none`, `c2s_shaper: none`, listener `backlog: 1024`, "
+               "`mod_muc` with `max_users`/`max_users_presence` 100,000, `min_message_interval: 0`, history 20, no "
+               "`mod_mam`; accounts by one `ejabberdctl import_piefxis`), as user `ejabberd`.")
+    sec.append("")
+    sec.append("`switchboard-bench xmpp` (SwiftNIO, one event loop group with one thread per core) opens N occupant "
+               "streams: stream header, SASL PLAIN, resource binding, then presence to `<room>@…/<user>` with "
+               "`<history maxstanzas='0'/>`. The first occupant joins alone (a room a server announces as new, status "
+               "201, is accepted as an instant room); then the rest join, and the run waits until every occupant has "
+               "seen the presence of every other one (N × (N − 1)) and the streams have been quiet for 0.5 s. "
+               "Messages are `<message type='groupchat' id=…><body>…</body></message>` with a 64-byte body that "
+               "starts with the CLOCK_MONOTONIC send time, the index and the sender; every occupant, the senders "
+               "included (rooms reflect messages), receives every message, so expected deliveries = sent × N. "
+               "Receivers parse no XML while measuring: they cut the byte stream at `<message`…`</message>` and "
+               "read the digits after `<body>` (memchr/memcmp), taking the receive time once per socket read.")
+    sec.append("")
+    sec.append(f"* **paced**: 1 sender at {fmt_int(pdel)} / N messages/s (≈ {fmt_int(pdel)} deliveries/s: "
+               + ", ".join(f"{round(pdel / n)} msg/s with {n}" for n in sizes)
+               + f") for {psec} s. The rate is one all three servers sustain on this machine: Prosody's single "
+               "Lua thread spends ~150–250 µs per delivered stanza, so it saturates at about 4,000–7,000 "
+               "deliveries/s here, and at a higher offered rate its latency is only its queue growing.")
+    sec.append(f"* **saturation**: {senders} senders for {ssec} s, as fast as at most {window} messages sent but not "
+               "yet delivered to every occupant allow (so the server is not simply buffering); deliveries/s = all "
+               "deliveries / (last delivery − first send).")
+    sec.append("")
+    sec.append("*server CPU per delivered stanza*: utime + stime of the server's processes "
+               "(`/proc/<pid>/stat`; for ejabberd the `ejabberdctl` shell, `beam.smp` and its children) from the "
+               "first send to the last delivery (or the end of the drain), divided by the stanzas delivered. "
+               "*load generator*: the CPU of `switchboard-bench xmpp` over the same window, in cores.")
+    sec.append("")
+
+    def rs(server, n, mode):
+        return good(runs.get(f"{server}_{n}_{mode}", []))
+
+    def lat(r_, key):
+        return [r["latency"][key] for r in r_ if r.get("latency", {}).get("count")]
+
+    def col(r_, key):
+        return [r[key] for r in r_ if r.get(key) is not None]
+
+    def fmt_lat(us) -> str:
+        if isinstance(us, (int, float)) and us >= 1_000_000:
+            return f"{us / 1e6:.2f} s"
+        return fmt_ms(us)
+
+    def fmt_us(v) -> str:
+        return f"{v:.1f} µs" if isinstance(v, (int, float)) else "n/a"
+
+    sec.append("| occupants | run | server | delivered stanzas/s | delivered / expected | latency p50 | p99 | max | "
+               "server CPU per delivered stanza | server CPU (cores) | load generator CPU (cores) | verification |")
+    sec.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for n in sizes:
+        for mode in ("paced", "saturate"):
+            title = f"paced {fmt_int(pdel)}/s" if mode == "paced" else "saturation"
+            for server in servers:
+                r_ = rs(server, n, mode)
+                if not r_:
+                    errs = [r.get("error", "?") for r in runs.get(f"{server}_{n}_{mode}", [])]
+                    sec.append(f"| {n} | {title} | {titles[server]} | not measured{': ' + errs[0][:200] if errs else ''} "
+                               "| | | | | | | | |")
+                    continue
+                dps = col(r_, "delivered_per_s")
+                frac = [r["delivered"] / r["expected_deliveries"] for r in r_ if r.get("expected_deliveries")]
+                cpu = col(r_, "server_cpu_us_per_delivery")
+                sec.append(
+                    f"| {n} | {title} | {titles[server]} | {fmt_int(med(dps))}{spread(dps, fmt_int)} | "
+                    f"{(med(frac) or 0) * 100:.1f} % | {fmt_lat(med(lat(r_, 'p50_us')))} | "
+                    f"{fmt_lat(med(lat(r_, 'p99_us')))}{spread(lat(r_, 'p99_us'), fmt_lat)} | {fmt_lat(med(lat(r_, 'max_us')))} | "
+                    f"{fmt_us(med(cpu))}{spread(cpu, fmt_us)} | {med(col(r_, 'server_cpu_cores')) or 0:.2f} | "
+                    f"{med(col(r_, 'client_cpu_cores')) or 0:.2f} | {verification(runs.get(f'{server}_{n}_{mode}', []))} |")
+    sec.append("")
+
+    # Switchboard against the peers.
+    sec.append("| metric | Switchboard | Prosody | ejabberd | Switchboard / Prosody | Switchboard / ejabberd | target | met? |")
+    sec.append("|---|---|---|---|---|---|---|---|")
+    cpu_ok_all: dict[int, list[str]] = {}
+    p99_ok_all: dict[int, list[str]] = {}
+    values: dict = {}
+    for n in sizes:
+        for mode in ("paced", "saturate"):
+            title = f"paced {fmt_int(pdel)}/s" if mode == "paced" else "saturation"
+            cpu = {s: med(col(rs(s, n, mode), "server_cpu_us_per_delivery")) for s in ["switchboard", *XMPP_PEERS]}
+            p99 = {s: med(lat(rs(s, n, mode), "p99_us")) for s in ["switchboard", *XMPP_PEERS]}
+            dps = {s: med(col(rs(s, n, mode), "delivered_per_s")) for s in ["switchboard", *XMPP_PEERS]}
+            values[(n, mode)] = (cpu, p99, dps)
+
+            def ratio(a, b):
+                return f"{a / b:.2f} ×" if a is not None and b else "n/a"
+
+            sb, pr, ej = cpu["switchboard"], cpu["prosody"], cpu["ejabberd"]
+            if None in (sb, pr, ej):
+                ok = "**not measured**"
+            else:
+                ok = "yes" if sb <= XMPP_CPU_RATIO_PROSODY * pr and sb < ej else "**no (missed)**"
+            cpu_ok_all.setdefault(n, []).append(ok)
+            sec.append(f"| {n} occupants, {title}: server CPU per delivered stanza | {fmt_us(sb)} | {fmt_us(pr)} | "
+                       f"{fmt_us(ej)} | {ratio(sb, pr)} | {ratio(sb, ej)} | ≤ {XMPP_CPU_RATIO_PROSODY:g} × Prosody and "
+                       f"< ejabberd | {ok} |")
+            sb, pr, ej = p99["switchboard"], p99["prosody"], p99["ejabberd"]
+            if None in (sb, pr, ej):
+                ok = "**not measured**"
+            else:
+                ok = "yes" if sb < pr and sb < ej else "**no (missed)**"
+            p99_ok_all.setdefault(n, []).append(ok)
+            sec.append(f"| {n} occupants, {title}: latency p99 | {fmt_lat(sb)} | {fmt_lat(pr)} | {fmt_lat(ej)} | "
+                       f"{ratio(sb, pr)} | {ratio(sb, ej)} | < both | {ok} |")
+            sb, pr, ej = dps["switchboard"], dps["prosody"], dps["ejabberd"]
+            sec.append(f"| {n} occupants, {title}: delivered stanzas/s | {fmt_int(sb)} | {fmt_int(pr)} | {fmt_int(ej)} | "
+                       f"{ratio(sb, pr)} | {ratio(sb, ej)} | – | – |")
+    sec.append("")
+
+    def all_ok(oks):
+        if any(o == "**not measured**" for o in oks):
+            return "**not measured**"
+        return "yes" if all(o == "yes" for o in oks) else "**no (missed)**"
+
+    for n in sizes:
+        (cp, pp, dp), (cs, ps, ds) = values[(n, "paced")], values[(n, "saturate")]
+        summary.append((f"XMPP MUC, {n} occupants: server CPU per delivered stanza, paced / saturation "
+                        "(Switchboard; Prosody; ejabberd)",
+                        f"{fmt_us(cp['switchboard'])} / {fmt_us(cs['switchboard'])}; {fmt_us(cp['prosody'])} / "
+                        f"{fmt_us(cs['prosody'])}; {fmt_us(cp['ejabberd'])} / {fmt_us(cs['ejabberd'])}",
+                        f"≤ {XMPP_CPU_RATIO_PROSODY:g} × Prosody and < ejabberd", all_ok(cpu_ok_all[n])))
+        summary.append((f"XMPP MUC, {n} occupants: latency p99, paced {fmt_int(pdel)}/s / saturation "
+                        "(Switchboard; Prosody; ejabberd)",
+                        f"{fmt_lat(pp['switchboard'])} / {fmt_lat(ps['switchboard'])}; {fmt_lat(pp['prosody'])} / "
+                        f"{fmt_lat(ps['prosody'])}; {fmt_lat(pp['ejabberd'])} / {fmt_lat(ps['ejabberd'])}",
+                        "< both", all_ok(p99_ok_all[n])))
+        summary.append((f"XMPP MUC, {n} occupants: delivered stanzas/s at saturation (Switchboard; Prosody; ejabberd)",
+                        f"{fmt_int(ds['switchboard'])}; {fmt_int(ds['prosody'])}; {fmt_int(ds['ejabberd'])}", "–", "–"))
+
+    firsts = []
+    for key, rr in runs.items():
+        for r in rr:
+            if r.get("first_errors"):
+                firsts.append(f"`{key}`: " + "; ".join(f"`{e[:160]}`" for e in r["first_errors"][:2]))
+                break
+    if firsts:
+        sec.append("First errors seen: " + " · ".join(firsts[:6]))
+        sec.append("")
+    if xm.get("commands"):
+        sec.append("Commands (Switchboard, first repeat; the same for the peers with their port and pids):")
+        sec.append("")
+        sec.append("```sh")
+        sec.extend(xm["commands"])
+        sec.append("```")
+        sec.append("")
+    for note in xm.get("notes", []):
+        sec.append(f"**Note:** {note}")
+        sec.append("")
+    if foreign_note(sections.get("xmpp", {})):
+        sec.append(foreign_note(sections["xmpp"]))
+        sec.append("")
+    return sec
+
+
+# --------------------------------------------------------------------------------------------
 # Report
 
 
@@ -1270,7 +1847,7 @@ def render_ws(ws: dict, sections: dict, summary: list) -> list[str]:
 def render(md: list[str], machine: dict, command: str, started: dt.datetime, finished: dt.datetime,
            fanout: list[dict], history: dict, line: dict, repeats: int, quick: bool,
            sections: dict[str, dict], ws: dict | None = None, mqtt: dict | None = None,
-           reused: str | None = None) -> None:
+           reused: str | None = None, xmpp: dict | None = None) -> None:
     summary: list[tuple[str, str, str, str]] = []
 
     md.append("# Switchboard benchmarks")
@@ -1296,7 +1873,8 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("|---|---|")
     for key, label in [("cpu", "CPU"), ("nproc", "cores (`nproc`)"), ("memory", "memory"), ("os", "OS"),
                        ("kernel", "kernel"), ("swift", "Swift"), ("sqlite", "SQLite (libsqlite3-0)"),
-                       ("ngircd", "ngircd"), ("temp_fs", "temp dirs (SQLite files)"),
+                       ("ngircd", "ngircd"), ("prosody", "Prosody (Debian package)"),
+                       ("ejabberd", "ejabberd (Debian package)"), ("temp_fs", "temp dirs (SQLite files)"),
                        ("loadavg", "load average (1/5/15 min) at the start"),
                        ("loadavg_end", "load average at the end"),
                        ("quiet", "other processes before starting"),
@@ -1541,6 +2119,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
 
     sec4 = render_ws(ws or {}, sections, summary)
     sec5 = render_mqtt(mqtt or {}, sections, summary)
+    sec6 = render_xmpp(xmpp or {}, sections, summary)
 
     md.append("## Summary")
     md.append("")
@@ -1554,6 +2133,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.extend(sec3)
     md.extend(sec4)
     md.extend(sec5)
+    md.extend(sec6)
 
     notes = Path(__file__).with_name("ANALYSIS.md")
     if notes.exists():
@@ -1575,7 +2155,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("```")
     md.append("")
     md.append("`--repeats N` changes the number of runs per figure, `--quick` makes a short smoke run, "
-              "`--only fanout,history,line,ws,mqtt` runs a subset (`--reuse FILE` renders the others from an earlier `--json` file), `--wait-idle S` waits up to S seconds (default 120) "
+              "`--only fanout,history,line,ws,mqtt,xmpp` runs a subset (`--reuse FILE` renders the others from an earlier `--json` file), `--wait-idle S` waits up to S seconds (default 120) "
               "for other processes to go quiet before starting, `--json FILE` keeps the raw results. Single benchmarks can be run by hand; each prints "
               "one JSON object:")
     md.append("")
@@ -1595,6 +2175,9 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("# MQTT (a broker on 1883; for gateway also [mqtt] enabled against it and user bench000):")
     md.append("switchboard-bench mqtt direct --mqtt-port 1883 --rate 1000 --seconds 5")
     md.append("switchboard-bench mqtt gateway --mqtt-port 1883 --ws-port 8080 --password <pw> --room lobby --out-subscriber --saturate")
+    md.append("# XMPP MUC (needs [xmpp] with allow_plain_without_tls, or a Prosody/ejabberd, and users bench000…bench049):")
+    md.append("switchboard-bench xmpp --port 5222 --occupants 50 --rate 40 --seconds 6 --password <pw> --server-pid <pid>")
+    md.append("switchboard-bench xmpp --port 5222 --occupants 50 --saturate --senders 2 --window 64 --seconds 4 --password <pw>")
     md.append("```")
     md.append("")
 
@@ -1610,7 +2193,7 @@ def main() -> int:
     ap.add_argument("--ngircd", default=shutil.which("ngircd") or "/usr/sbin/ngircd", help="the ngircd binary")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
-    ap.add_argument("--only", default="fanout,history,line,ws,mqtt", help="comma-separated subset to run")
+    ap.add_argument("--only", default="fanout,history,line,ws,mqtt,xmpp", help="comma-separated subset to run")
     ap.add_argument("--reuse", help="a --json file of an earlier run: sections left out by --only are rendered "
                                     "from its raw results instead of as 'not run'")
     ap.add_argument("--json", help="also write the raw results as JSON to this file")
@@ -1655,11 +2238,14 @@ def main() -> int:
     acc = CpuAccounting()
     mqtt = bench_mqtt(binary, bench_bin, repeats, args.quick) if "mqtt" in only else {}
     sections["mqtt"] = acc.report()
+    acc = CpuAccounting()
+    xmpp = bench_xmpp(binary, bench_bin, repeats, args.quick) if "xmpp" in only else {}
+    sections["xmpp"] = acc.report()
     reused = None
     if args.reuse:
         prev = json.loads(Path(args.reuse).read_text())
         taken = []
-        for name in ("fanout", "history", "line", "ws", "mqtt"):
+        for name in ("fanout", "history", "line", "ws", "mqtt", "xmpp"):
             if name not in only and prev.get(name):
                 taken.append(name)
                 sections[name] = prev.get("sections", {}).get(name, {})
@@ -1668,6 +2254,7 @@ def main() -> int:
         line = prev["line"] if "line" in taken else line
         ws = prev["ws"] if "ws" in taken else ws
         mqtt = prev["mqtt"] if "mqtt" in taken else mqtt
+        xmpp = prev["xmpp"] if "xmpp" in taken else xmpp
         if taken:
             reused = (f"Sections {', '.join(taken)} are re-rendered from the raw results of an earlier run "
                       f"(started {prev.get('started', '?')}, command `{prev.get('command', '?')}`, machine load then: "
@@ -1687,14 +2274,14 @@ def main() -> int:
 
     md: list[str] = []
     render(md, machine, command, started, finished, fanout, history, line, repeats, args.quick, sections, ws, mqtt,
-           reused)
+           reused, xmpp)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     log(f"wrote {out}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "command": command, "started": started.isoformat(),
-                                               "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt,
+                                               "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt, "xmpp": xmpp,
                                                "sections": sections, "finished": finished.isoformat()}, indent=1))
     return 0
 
