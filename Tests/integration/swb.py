@@ -144,6 +144,9 @@ class Server:
         #: The XMPP listener's port (off unless a test passes xmpp={"enabled": True}).
         self.xmpp_port = int(self.config.get("xmpp", {}).get("port", 0)) or None
         self.xmpp_enabled = bool(self.config.get("xmpp", {}).get("enabled"))
+        #: The SIP listener's port, UDP and TCP (off unless a test passes sip={"enabled": True}).
+        self.sip_port = int(self.config.get("sip", {}).get("port", 0)) or None
+        self.sip_enabled = bool(self.config.get("sip", {}).get("enabled"))
         #: The XMPP domain ([server] domain) and its MUC service.
         self.domain = str(self.config.get("server", {}).get("domain", "localhost"))
         self.ws_enabled = bool(self.config.get("websocket", {}).get("enabled"))
@@ -201,6 +204,9 @@ class Server:
                         pass
                 if self.xmpp_enabled:
                     with socket.create_connection(("127.0.0.1", self.xmpp_port), timeout=1.0):
+                        pass
+                if self.sip_enabled:
+                    with socket.create_connection(("127.0.0.1", self.sip_port), timeout=1.0):
                         pass
                 return
             except OSError:
