@@ -7,7 +7,7 @@ VENV         := .build/venv
 PYTHON       := $(VENV)/bin/python3
 BUILD_DEBS   := libsqlite3-dev libmosquitto-dev libssl-dev libxml2-dev pkg-config
 TEST_DEBS    := python3 python3-venv netcat-openbsd chromium chromium-driver mosquitto mosquitto-clients sendxmpp sip-tester baresip
-BENCH_DEBS   := ngircd prosody ejabberd
+BENCH_DEBS   := ngircd prosody ejabberd sip-tester kamailio
 
 APT_INSTALL = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \

@@ -23,6 +23,9 @@ are removed.
 6. XMPP MUC fan-out (`switchboard-bench xmpp`): the same room load (50 and 200 occupants, paced
    and saturated) against Switchboard, a private Prosody and a private ejabberd, one after the
    other: delivered stanzas/s, latency, server CPU per delivered stanza.
+7. SIP (`Tests/bench/sip_bench.py`, sipp as the load): authenticated REGISTER and relayed MESSAGE at
+   saturation and at 1,000/s against Switchboard and a private Kamailio: calls/s, response times,
+   server CPU per transaction.
 """
 
 from __future__ import annotations
@@ -1844,10 +1847,39 @@ def render_ws(ws: dict, sections: dict, summary: list) -> list[str]:
     return sec
 
 
+def render_sip(sip: dict, summary: list) -> list[str]:
+    """Section 7: Switchboard's SIP listener against Kamailio (Tests/bench/sip_bench.py)."""
+    import sip_bench
+    sec = ["## 7. SIP: registrar and relayed MESSAGE, side by side with Kamailio", ""]
+    if not sip:
+        return sec + ["Not run (`--only` left it out).", ""]
+    sec.append(sip_bench.__doc__.split("Used by")[0].strip())
+    sec.append("")
+    sec.append("Kamailio 5.6 (Debian) runs `Tests/bench/peers/kamailio.cfg` (tm, registrar with an in-memory "
+               "usrloc, auth_db over db_text, 2 UDP workers); Switchboard the release build with "
+               "`digest_algorithms = [\"MD5\"]` (sipp 3.6 answers only MD5) and the rate cap lifted. Load: "
+               f"sipp, {sip.get('users')} users cycling for REGISTER, one sender and one receiver UA for MESSAGE"
+               + (" (quick mode: shorter runs)." if sip.get("quick") else "."))
+    sec.append("")
+    sec.append(sip_bench.render(sip))
+    sec.append("")
+    sb, k = sip["switchboard"], sip["kamailio"]
+    for name, key in (("SIP authenticated REGISTER/s (vs Kamailio)", "register_saturation"),
+                      ("SIP relayed MESSAGE/s (vs Kamailio)", "message_saturation")):
+        a, b = sb[key].get("calls_per_s") or 0, k[key].get("calls_per_s") or 0
+        summary.append((name, f"{a:,.0f} vs {b:,.0f} ({a / b:.2f} ×)" if b else f"{a:,.0f}", "≥ Kamailio",
+                        "yes" if b and a >= b else "no"))
+    for name, key in (("SIP CPU µs per REGISTER transaction (vs Kamailio)", "register_saturation"),
+                      ("SIP CPU µs per MESSAGE transaction (vs Kamailio)", "message_saturation")):
+        a, b = sb[key].get("cpu_us_per_transaction"), k[key].get("cpu_us_per_transaction")
+        summary.append((name, f"{a} vs {b}", "≤ Kamailio", "yes" if a and b and a <= b else "no"))
+    return sec
+
+
 def render(md: list[str], machine: dict, command: str, started: dt.datetime, finished: dt.datetime,
            fanout: list[dict], history: dict, line: dict, repeats: int, quick: bool,
            sections: dict[str, dict], ws: dict | None = None, mqtt: dict | None = None,
-           reused: str | None = None, xmpp: dict | None = None) -> None:
+           reused: str | None = None, xmpp: dict | None = None, sip: dict | None = None) -> None:
     summary: list[tuple[str, str, str, str]] = []
 
     md.append("# Switchboard benchmarks")
@@ -2120,6 +2152,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     sec4 = render_ws(ws or {}, sections, summary)
     sec5 = render_mqtt(mqtt or {}, sections, summary)
     sec6 = render_xmpp(xmpp or {}, sections, summary)
+    sec7 = render_sip(sip or {}, summary)
 
     md.append("## Summary")
     md.append("")
@@ -2134,6 +2167,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.extend(sec4)
     md.extend(sec5)
     md.extend(sec6)
+    md.extend(sec7)
 
     notes = Path(__file__).with_name("ANALYSIS.md")
     if notes.exists():
@@ -2155,7 +2189,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("```")
     md.append("")
     md.append("`--repeats N` changes the number of runs per figure, `--quick` makes a short smoke run, "
-              "`--only fanout,history,line,ws,mqtt,xmpp` runs a subset (`--reuse FILE` renders the others from an earlier `--json` file), `--wait-idle S` waits up to S seconds (default 120) "
+              "`--only fanout,history,line,ws,mqtt,xmpp,sip` runs a subset (`--reuse FILE` renders the others from an earlier `--json` file), `--wait-idle S` waits up to S seconds (default 120) "
               "for other processes to go quiet before starting, `--json FILE` keeps the raw results. Single benchmarks can be run by hand; each prints "
               "one JSON object:")
     md.append("")
@@ -2193,7 +2227,7 @@ def main() -> int:
     ap.add_argument("--ngircd", default=shutil.which("ngircd") or "/usr/sbin/ngircd", help="the ngircd binary")
     ap.add_argument("--repeats", type=int, default=3, help="runs per figure (the median is reported)")
     ap.add_argument("--quick", action="store_true", help="short runs (smoke test)")
-    ap.add_argument("--only", default="fanout,history,line,ws,mqtt,xmpp", help="comma-separated subset to run")
+    ap.add_argument("--only", default="fanout,history,line,ws,mqtt,xmpp,sip", help="comma-separated subset to run")
     ap.add_argument("--reuse", help="a --json file of an earlier run: sections left out by --only are rendered "
                                     "from its raw results instead of as 'not run'")
     ap.add_argument("--json", help="also write the raw results as JSON to this file")
@@ -2241,11 +2275,18 @@ def main() -> int:
     acc = CpuAccounting()
     xmpp = bench_xmpp(binary, bench_bin, repeats, args.quick) if "xmpp" in only else {}
     sections["xmpp"] = acc.report()
+    acc = CpuAccounting()
+    if "sip" in only:
+        import sip_bench
+        sip = sip_bench.run(binary, args.quick, log)
+    else:
+        sip = {}
+    sections["sip"] = acc.report()
     reused = None
     if args.reuse:
         prev = json.loads(Path(args.reuse).read_text())
         taken = []
-        for name in ("fanout", "history", "line", "ws", "mqtt", "xmpp"):
+        for name in ("fanout", "history", "line", "ws", "mqtt", "xmpp", "sip"):
             if name not in only and prev.get(name):
                 taken.append(name)
                 sections[name] = prev.get("sections", {}).get(name, {})
@@ -2255,6 +2296,7 @@ def main() -> int:
         ws = prev["ws"] if "ws" in taken else ws
         mqtt = prev["mqtt"] if "mqtt" in taken else mqtt
         xmpp = prev["xmpp"] if "xmpp" in taken else xmpp
+        sip = prev["sip"] if "sip" in taken else sip
         if taken:
             reused = (f"Sections {', '.join(taken)} are re-rendered from the raw results of an earlier run "
                       f"(started {prev.get('started', '?')}, command `{prev.get('command', '?')}`, machine load then: "
@@ -2274,14 +2316,14 @@ def main() -> int:
 
     md: list[str] = []
     render(md, machine, command, started, finished, fanout, history, line, repeats, args.quick, sections, ws, mqtt,
-           reused, xmpp)
+           reused, xmpp, sip)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     log(f"wrote {out}")
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine, "command": command, "started": started.isoformat(),
-                                               "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt, "xmpp": xmpp,
+                                               "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt, "xmpp": xmpp, "sip": sip,
                                                "sections": sections, "finished": finished.isoformat()}, indent=1))
     return 0
 
