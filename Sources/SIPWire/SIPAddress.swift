@@ -18,51 +18,50 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let text = text.trimmingSIPWhitespace()
+        var rest = Substring(text).trimmedSWS
         var displayName: String?
-        var rest = Substring(text)
-        if rest.hasPrefix("\"") {
-            var name = ""
-            var index = rest.index(after: rest.startIndex)
+        if rest.firstByte == UInt8(ascii: "\"") {
+            // A quoted display name with quoted-pairs.
+            var name: [UInt8] = []
+            var index = rest.after(rest.startIndex)
             var closed = false
-            while index < rest.endIndex {
-                let c = rest[index]
-                if c == "\\" {
-                    index = rest.index(after: index)
-                    guard index < rest.endIndex else { break }
-                    name.append(rest[index])
-                } else if c == "\"" {
+            while index != rest.endIndex {
+                let b = rest.utf8[index]
+                if b == UInt8(ascii: "\\") {
+                    index = rest.after(index)
+                    guard index != rest.endIndex else { break }
+                    name.append(rest.utf8[index])
+                } else if b == UInt8(ascii: "\"") {
                     closed = true
                     break
                 } else {
-                    name.append(c)
+                    name.append(b)
                 }
-                index = rest.index(after: index)
+                index = rest.after(index)
             }
             guard closed else { throw .syntax("unterminated quoted display name") }
-            displayName = name
-            rest = rest[rest.index(after: index)...]
-            guard rest.drop(while: { $0 == " " || $0 == "\t" }).hasPrefix("<") else {
-                throw .syntax("display name without <URI>")
-            }
+            displayName = String(decoding: name, as: UTF8.self)
+            rest = rest[rest.after(index)...].trimmedSWS
+            guard rest.firstByte == UInt8(ascii: "<") else { throw .syntax("display name without <URI>") }
         }
-        if let open = rest.firstIndex(of: "<") {
+        if let open = rest.byteIndex(of: UInt8(ascii: "<")) {
             if displayName == nil {
-                let name = String(rest[..<open]).trimmingSIPWhitespace()
-                if !name.isEmpty { displayName = name }
+                let name = rest[..<open].trimmedSWS
+                if !name.isEmpty { displayName = String(name) }
             }
-            guard let close = rest[open...].firstIndex(of: ">") else { throw .syntax("missing > in address") }
-            self.uri = try SIPURI(parsing: String(rest[rest.index(after: open)..<close]))
-            let after = rest[rest.index(after: close)...].drop(while: { $0 == " " || $0 == "\t" })
-            guard after.isEmpty || after.hasPrefix(";") else { throw .syntax("junk after address") }
+            let inner = rest[rest.after(open)...]
+            guard let close = inner.byteIndex(of: UInt8(ascii: ">")) else { throw .syntax("missing > in address") }
+            self.uri = try SIPURI(parsing: String(inner[..<close]))
+            let after = inner[inner.after(close)...].trimmedSWS
+            guard after.isEmpty || after.firstByte == UInt8(ascii: ";") else { throw .syntax("junk after address") }
             self.parameters = try [SIPParameter].parse(after)
         } else {
             guard displayName == nil else { throw .syntax("bad address") }
             // addr-spec: parameters after the URI belong to the header, not the URI.
-            let semi = rest.firstIndex(of: ";") ?? rest.endIndex
-            let uriText = String(rest[..<semi]).trimmingSIPWhitespace()
-            guard !uriText.contains(" "), !uriText.contains(",") else { throw .syntax("bad address") }
-            self.uri = try SIPURI(parsing: uriText)
+            let semi = rest.byteIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
+            let uriText = rest[..<semi].trimmedSWS
+            guard !uriText.containsByte(32), !uriText.containsByte(UInt8(ascii: ",")) else { throw .syntax("bad address") }
+            self.uri = try SIPURI(parsing: String(uriText))
             self.parameters = try [SIPParameter].parse(rest[semi...])
         }
         self.displayName = displayName
@@ -107,27 +106,30 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
     public var branch: String? { parameters[parameter: "branch"] }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let text = text.trimmingSIPWhitespace()
-        // sent-protocol may contain LWS around the slashes.
-        let parts = text.split(separator: "/", maxSplits: 2)
-        guard parts.count == 3,
-              String(parts[0]).trimmingSIPWhitespace().uppercased() == "SIP",
-              String(parts[1]).trimmingSIPWhitespace() == "2.0"
+        let text = Substring(text).trimmedSWS
+        // sent-protocol may contain LWS around the slashes: SIP / 2.0 / UDP.
+        guard let slash1 = text.byteIndex(of: UInt8(ascii: "/")),
+              text[..<slash1].trimmedSWS.asciiLowercased == "sip"
         else { throw .syntax("bad Via protocol") }
-        let third = parts[2].drop(while: { $0 == " " || $0 == "\t" })
-        guard let space = third.firstIndex(where: { $0 == " " || $0 == "\t" }) else { throw .syntax("bad Via") }
-        transport = third[..<space].uppercased()
-        guard !transport.isEmpty, transport.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "-") }) else {
+        let afterName = text[text.after(slash1)...]
+        guard let slash2 = afterName.byteIndex(of: UInt8(ascii: "/")), afterName[..<slash2].trimmedSWS == "2.0" else {
+            throw .syntax("bad Via protocol")
+        }
+        let third = afterName[afterName.after(slash2)...].trimmedSWS
+        guard let space = third.utf8.firstIndex(where: { $0 == 32 || $0 == 9 }) else { throw .syntax("bad Via") }
+        let transportText = third[..<space]
+        guard !transportText.isEmpty, transportText.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "-") }) else {
             throw .syntax("bad Via transport")
         }
-        var rest = third[space...].drop(while: { $0 == " " || $0 == "\t" })
+        transport = String(decoding: transportText.utf8.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }, as: UTF8.self)
+        var rest = third[space...].trimmedSWS
         var paramsText: Substring = ""
-        if let semi = rest.firstIndex(of: ";") {
+        if let semi = rest.byteIndex(of: UInt8(ascii: ";")) {
             paramsText = rest[semi...]
             rest = rest[..<semi]
         }
-        let hostport = String(rest).trimmingSIPWhitespace()
-        let probe = try SIPURI(parsing: "sip:" + hostport.replacingOccurrencesOfSpaces())
+        let hostport = String(decoding: rest.utf8.filter { $0 != 32 && $0 != 9 }, as: UTF8.self)
+        let probe = try SIPURI(parsing: "sip:" + hostport)
         host = probe.host
         port = probe.port
         parameters = try [SIPParameter].parse(paramsText)
@@ -139,11 +141,6 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-extension String {
-    fileprivate func replacingOccurrencesOfSpaces() -> String {
-        String(unicodeScalars.filter { $0 != " " && $0 != "\t" })
-    }
-}
 
 /// `CSeq: 4711 INVITE`.
 public struct SIPCSeq: Hashable, Sendable, CustomStringConvertible {
@@ -156,7 +153,7 @@ public struct SIPCSeq: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let parts = text.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        let parts = Substring(text).utf8.split(whereSeparator: { $0 == 32 || $0 == 9 }).map { Substring($0) }
         guard parts.count == 2, let n = parseDecimal(parts[0]), n <= Int(UInt32.max) else {
             throw .missingHeader("CSeq")
         }

@@ -51,6 +51,14 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 
     public func contains(_ name: String) -> Bool { self[name] != nil }
 
+    /// How many fields called `name` there are.
+    public func count(of name: String) -> Int {
+        let key = SIPHeaders.lookupName(name)
+        var n = 0
+        for field in fields where field.name.caseInsensitiveEquals(key) { n += 1 }
+        return n
+    }
+
     public mutating func add(_ name: String, _ value: String) {
         fields.append(Field(name: SIPHeaders.canonicalName(name), value: value))
     }
@@ -164,6 +172,7 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 extension String {
     func caseInsensitiveEquals(_ other: String) -> Bool {
         guard utf8.count == other.utf8.count else { return false }
+        if self == other { return true }
         return zip(utf8, other.utf8).allSatisfy { a, b in
             a == b || (a | 0x20 == b | 0x20 && (a | 0x20) >= 0x61 && (a | 0x20) <= 0x7A)
         }

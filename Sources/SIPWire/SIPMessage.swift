@@ -191,16 +191,16 @@ extension SIPRequest {
     /// To, From, Call-ID, CSeq (same method as the request line, number below 2^31), a parsable
     /// top Via, a sane Max-Forwards.
     public func validate() throws(SIPParseError) {
-        for name in ["To", "From", "Call-ID", "CSeq"] where headers.all(name).count != 1 {
-            throw headers.all(name).isEmpty ? .missingHeader(name) : .syntax("more than one \(name) header")
+        for name in ["To", "From", "Call-ID", "CSeq"] where headers.count(of: name) != 1 {
+            throw headers.count(of: name) == 0 ? .missingHeader(name) : .syntax("more than one \(name) header")
         }
-        for name in ["Max-Forwards", "Expires", "Content-Type"] where headers.all(name).count > 1 {
+        for name in ["Max-Forwards", "Expires", "Content-Type"] where headers.count(of: name) > 1 {
             throw .syntax("more than one \(name) header")
         }
         guard !(try vias()).isEmpty else { throw .missingHeader("Via") }
         _ = try from()
         _ = try to()
-        guard let callID = headers["Call-ID"], !callID.isEmpty, !callID.contains(" ") else { throw .missingHeader("Call-ID") }
+        guard let callID = headers["Call-ID"], !callID.isEmpty, !callID.utf8.contains(32) else { throw .missingHeader("Call-ID") }
         let cseq = try cseq()
         guard cseq.number < 1 << 31 else { throw .syntax("CSeq number too large") }
         guard cseq.method == method else { throw .syntax("CSeq method \(cseq.method) does not match \(method)") }

@@ -32,25 +32,24 @@ extension Array where Element == SIPParameter {
     /// Parses `;a=b;c`. An empty parameter (`;;`, a trailing `;`) is an error; URI parameters
     /// are unescaped (`%6C%72` is `lr`), header parameters are tokens or quoted strings.
     static func parse(_ text: Substring, unescaping: Bool = false) throws(SIPParseError) -> [SIPParameter] {
-        var text = text.drop(while: { $0 == " " || $0 == "\t" })
+        let text = text.trimmedSWS
         guard !text.isEmpty else { return [] }
-        guard text.first == ";" else { throw .syntax("parameters must start with ;") }
-        text = text.dropFirst()
+        guard text.firstByte == UInt8(ascii: ";") else { throw .syntax("parameters must start with ;") }
         var out: [SIPParameter] = []
-        for piece in text.split(separator: ";", omittingEmptySubsequences: false) {
-            let trimmed = String(piece).trimmingSIPWhitespace()
+        for piece in text[text.after(text.startIndex)...].splitBytes(UInt8(ascii: ";")) {
+            let trimmed = piece.trimmedSWS
             guard !trimmed.isEmpty else { throw .syntax("empty parameter") }
-            var name = trimmed, value: String?
-            if let eq = trimmed.firstIndex(of: "=") {
-                name = String(trimmed[..<eq]).trimmingSIPWhitespace()
-                value = String(trimmed[trimmed.index(after: eq)...]).trimmingSIPWhitespace()
+            var nameText = trimmed, valueText: Substring?
+            if let eq = trimmed.byteIndex(of: UInt8(ascii: "=")) {
+                nameText = trimmed[..<eq].trimmedSWS
+                valueText = trimmed[trimmed.after(eq)...].trimmedSWS
             }
-            guard !name.isEmpty else { throw .syntax("parameter without a name") }
+            guard !nameText.isEmpty else { throw .syntax("parameter without a name") }
             if unescaping {
-                name = try SIPURI.unescape(Substring(name))
-                value = try value.map { v throws(SIPParseError) in try SIPURI.unescape(Substring(v)) }
+                out.append(SIPParameter(try SIPURI.unescape(nameText), try valueText.map { v throws(SIPParseError) in try SIPURI.unescape(v) }))
+            } else {
+                out.append(SIPParameter(String(nameText), valueText.map(String.init)))
             }
-            out.append(SIPParameter(name, value))
         }
         return out
     }
@@ -89,14 +88,15 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
     public var isSIP: Bool { scheme == "sip" || scheme == "sips" }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let text = text.trimmingSIPWhitespace()
-        guard let colon = text.firstIndex(of: ":"), colon != text.startIndex else {
+        let text = Substring(text).trimmedSWS
+        guard let colon = text.byteIndex(of: UInt8(ascii: ":")), colon != text.startIndex else {
             throw .syntax("URI without a scheme: \(text.prefix(64))")
         }
-        let scheme = text[..<colon].lowercased()
-        guard scheme.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }),
-              let first = scheme.utf8.first, isAlpha(first)
+        let schemeText = text[..<colon]
+        guard schemeText.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }),
+              let first = schemeText.firstByte, isAlpha(first)
         else { throw .syntax("bad URI scheme") }
+        let scheme = schemeText.asciiLowercased
         self.scheme = scheme
         self.parameters = []
         self.headers = nil
@@ -104,59 +104,57 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
         self.user = nil
         self.port = nil
         self.opaque = nil
-        var rest = text[text.index(after: colon)...]
+        var rest = text[text.after(colon)...]
         guard scheme == "sip" || scheme == "sips" else {
-            guard !rest.isEmpty, !rest.contains(" ") else { throw .syntax("bad URI") }
+            guard !rest.isEmpty, !rest.containsByte(32) else { throw .syntax("bad URI") }
             self.host = ""
             self.opaque = String(rest)
             return
         }
         // The user part may hold `;` and `?` (user-unreserved) but never an unescaped `@`,
         // which neither parameters nor headers allow: split there first.
-        if let at = rest.firstIndex(of: "@") {
+        if let at = rest.byteIndex(of: UInt8(ascii: "@")) {
             let userinfo = rest[..<at]
-            rest = rest[rest.index(after: at)...]
+            rest = rest[rest.after(at)...]
             var userPart = userinfo
-            if let c = userinfo.firstIndex(of: ":") {
-                password = try SIPURI.unescape(userinfo[userinfo.index(after: c)...])
+            if let c = userinfo.byteIndex(of: UInt8(ascii: ":")) {
+                password = try SIPURI.unescape(userinfo[userinfo.after(c)...])
                 userPart = userinfo[..<c]
             }
             guard !userPart.isEmpty else { throw .syntax("empty user in URI") }
             guard userPart.utf8.allSatisfy(SIPURI.isUserByte) else { throw .syntax("bad character in URI user") }
             user = try SIPURI.unescape(userPart)
         }
-        if let q = rest.firstIndex(of: "?") {
-            headers = String(rest[rest.index(after: q)...])
+        if let q = rest.byteIndex(of: UInt8(ascii: "?")) {
+            headers = String(rest[rest.after(q)...])
             rest = rest[..<q]
         }
         var hostport = rest
-        if let semi = rest.firstIndex(of: ";") {
+        if let semi = rest.byteIndex(of: UInt8(ascii: ";")) {
             hostport = rest[..<semi]
             parameters = try [SIPParameter].parse(rest[semi...], unescaping: true)
         }
-        if hostport.hasPrefix("[") {
-            guard let close = hostport.firstIndex(of: "]") else { throw .syntax("bad IPv6 reference") }
-            host = String(hostport[...close]).lowercased()
-            let after = hostport[hostport.index(after: close)...]
+        if hostport.firstByte == UInt8(ascii: "[") {
+            guard let close = hostport.byteIndex(of: UInt8(ascii: "]")) else { throw .syntax("bad IPv6 reference") }
+            host = hostport[...close].asciiLowercased
+            let after = hostport[hostport.after(close)...]
             if !after.isEmpty {
-                guard after.hasPrefix(":"), let p = Int(after.dropFirst()), (1...65535).contains(p) else {
+                guard after.firstByte == UInt8(ascii: ":"), let p = after[after.after(after.startIndex)...].portNumber else {
                     throw .syntax("bad port")
                 }
                 port = p
             }
         } else {
             var hostText = hostport
-            if let c = hostport.firstIndex(of: ":") {
-                guard let p = Int(hostport[hostport.index(after: c)...]), (1...65535).contains(p) else {
-                    throw .syntax("bad port")
-                }
+            if let c = hostport.byteIndex(of: UInt8(ascii: ":")) {
+                guard let p = hostport[hostport.after(c)...].portNumber else { throw .syntax("bad port") }
                 port = p
                 hostText = hostport[..<c]
             }
             guard !hostText.isEmpty, hostText.utf8.allSatisfy({
                 isAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
             }) else { throw .syntax("bad host in URI") }
-            host = hostText.lowercased()
+            host = hostText.asciiLowercased
         }
     }
 
@@ -194,7 +192,7 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
     }
 
     static func unescape(_ text: Substring) throws(SIPParseError) -> String {
-        guard text.contains("%") else { return String(text) }
+        guard text.containsByte(UInt8(ascii: "%")) else { return String(text) }
         var bytes: [UInt8] = []
         var iterator = Array(text.utf8).makeIterator()
         while let b = iterator.next() {
