@@ -83,9 +83,14 @@ extension SIPCore {
                 return
             }
         }
-        let hadBindings = !(bindings[user]?.isEmpty ?? true)
+        let previous = bindings[user] ?? []
+        let hadBindings = !previous.isEmpty
+        // A new or removed contact is committed before the 200; a refresh of the same contacts
+        // is written behind (within `bindingWriteBehindMillis`), like a usrloc write-back cache.
+        let refreshOnly = Set(previous.map(\.contact.uri.matchKey)) == Set(current.map(\.contact.uri.matchKey))
+            && !current.isEmpty
         setBindings(current, of: user)
-        persistBindings(of: user) { core in
+        persistBindings(of: user, durable: !refreshOnly) { core in
             var r = core.response(to: request, status: 200)
             for binding in current {
                 let remaining = max(0, (binding.expiresAt - now) / 1000)
@@ -107,14 +112,28 @@ extension SIPCore {
         for binding in list { trustedSources[binding.source.description, default: []].insert(user) }
     }
 
-    /// Writes the user's bindings (grouped with others waiting), then runs `then` on the loop.
-    func persistBindings(of user: UserName, then: @escaping (SIPCore) -> Void) {
+    /// Writes the user's bindings, grouped with others. `durable`: `then` runs once they are
+    /// committed; otherwise at once, and the write follows within ``bindingWriteBehindMillis``.
+    func persistBindings(of user: UserName, durable: Bool, then: @escaping (SIPCore) -> Void) {
         bindingWrites[user] = (bindings[user] ?? []).map { $0.record(user) }
-        bindingWriteWaiters.append({ [unowned self] in then(self) })
-        flushBindingWrites()
+        if durable {
+            bindingWriteWaiters.append({ [unowned self] in then(self) })
+            flushBindingWrites()
+        } else {
+            then(self)
+            guard !bindingWriteScheduled else { return }
+            bindingWriteScheduled = true
+            let bound = self.bound
+            loop.scheduleTask(in: .milliseconds(Self.bindingWriteBehindMillis)) {
+                bound.value.bindingWriteScheduled = false
+                bound.value.flushBindingWrites()
+            }
+        }
     }
 
-    private func flushBindingWrites() {
+    static let bindingWriteBehindMillis: Int64 = 200
+
+    func flushBindingWrites() {
         guard !bindingWriteInFlight, !bindingWrites.isEmpty else { return }
         bindingWriteInFlight = true
         let writes = bindingWrites
@@ -131,6 +150,12 @@ extension SIPCore {
             core.flushBindingWrites()
             core.output?.flush()
         }
+    }
+
+    /// Hands over the writes not yet started (at shutdown, to commit them before exiting).
+    func takePendingBindingWrites() -> [UserName: [SIPBindingRecord]] {
+        defer { bindingWrites = [:] }
+        return bindingWrites
     }
 
     /// Removes expired bindings (each second).

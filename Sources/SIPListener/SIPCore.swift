@@ -44,6 +44,7 @@ final class SIPCore {
     var bindingWrites: [UserName: [SIPBindingRecord]] = [:]
     var bindingWriteWaiters: [() -> Void] = []
     var bindingWriteInFlight = false
+    var bindingWriteScheduled = false
 
     // Members (SIP users with a bus session)
     var members: [UserName: Member] = [:]

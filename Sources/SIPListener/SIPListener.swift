@@ -98,6 +98,8 @@ final class SIPListenerService: ListenerService {
 
         ready.store(false, ordering: .relaxed)
         try? await loop.submit { core.value.flushMemberships() }.get()
+        let pending = try? await loop.submit { core.value.takePendingBindingWrites() }.get()
+        if let pending, !pending.isEmpty { try? await state.replaceSIPBindings(pending) }
         try? await udp.close()
         try? await tcp.close()
         for channel in tracker.all { channel.close(promise: nil) }
