@@ -1,5 +1,7 @@
 import Crypto
 import DequeModule
+import Foundation
+import NIOCore
 import SIPWire
 import SwitchboardCore
 
@@ -77,7 +79,6 @@ final class MemberSink: SessionSink {
     }
 }
 
-import NIOCore
 typealias NIOLoopBoundCore = NIOLoopBound<SIPCore>
 
 extension NIOLoopBound where Value == SIPCore {
@@ -162,7 +163,7 @@ extension SIPCore {
 
     private func clientID(for request: SIPRequest) -> String {
         let material = "\(request.callID ?? "")|\(request.headers["CSeq"] ?? "")|\((try? request.from().tag) ?? "")"
-        return "sip-" + Array(SHA256.hash(data: Array(material.utf8))).prefix(12).map { String(format2: $0) }.joined()
+        return "sip-" + Array(SHA256.hash(data: Array(material.utf8))).prefix(12).hexString
     }
 
     private func publishToRoom(_ room: RoomName, body: String, request: SIPRequest, sender: UserName, key: String) {
@@ -512,12 +513,3 @@ extension SIPCore {
         }
     }
 }
-
-extension String {
-    init(format2 byte: UInt8) {
-        let digits = Array("0123456789abcdef")
-        self = String([digits[Int(byte >> 4)], digits[Int(byte & 0xF)]])
-    }
-}
-
-import Foundation

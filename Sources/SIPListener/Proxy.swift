@@ -1,3 +1,4 @@
+import NIOCore
 import SIPWire
 import SwitchboardCore
 
@@ -311,5 +312,3 @@ extension SIPCore {
         }
     }
 }
-
-import NIOCore
