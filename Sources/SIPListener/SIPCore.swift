@@ -198,7 +198,11 @@ final class SIPCore {
                 perform(actions, server: key)
                 return
             }
-            forwardInDialog(request, from: peer, stateless: true)
+            // An ACK for a 2xx travels inside the dialog: relayed only along our Record-Route.
+            let routes = (try? request.routes()) ?? []
+            if let top = routes.first, isOurRoute(top.uri), mayRelayInDialog(request, from: peer, routes: Array(routes.dropFirst())) {
+                forwardInDialog(request, from: peer, stateless: true)
+            }
             return
         }
         if var entry = serverTransactions[key] {
