@@ -129,8 +129,12 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
     /// The canonical spelling: compact forms expanded, well-known names in their RFC case.
     public static func canonicalName(_ name: String) -> String {
         if name.utf8.count == 1, let long = compactForms[name.lowercased()] { return long }
+        if canonicalNames.contains(name) { return name }
         return wellKnown[name.lowercased()] ?? name
     }
+
+    /// The well-known names as RFC 3261 spells them (most messages use exactly these).
+    static let canonicalNames = Set(wellKnown.values)
 
     /// Splits a list header value at commas that are outside quoted strings and `<…>`.
     public static func splitList(_ value: String) -> [String] {

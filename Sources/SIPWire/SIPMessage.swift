@@ -28,8 +28,11 @@ public struct SIPMethod: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// RFC 3261 token characters.
-func isTokenByte(_ b: UInt8) -> Bool {
-    isAlnum(b) || "-.!%*_+`'~".utf8.contains(b)
+@inline(__always) func isTokenByte(_ b: UInt8) -> Bool { tokenBytes[Int(b)] }
+
+private let tokenBytes: [Bool] = (0..<256).map { i in
+    let b = UInt8(i)
+    return isAlnum(b) || "-.!%*_+`'~".utf8.contains(b)
 }
 
 /// A SIP request.

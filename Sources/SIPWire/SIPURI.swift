@@ -187,8 +187,11 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
         "\(user ?? "")@\(host):\(port ?? (scheme == "sips" ? 5061 : 5060))"
     }
 
-    static func isUserByte(_ b: UInt8) -> Bool {
-        isAlnum(b) || "-_.!~*'()&=+$,;?/%".utf8.contains(b)
+    static func isUserByte(_ b: UInt8) -> Bool { userBytes[Int(b)] }
+
+    private static let userBytes: [Bool] = (0..<256).map { i in
+        let b = UInt8(i)
+        return isAlnum(b) || "-_.!~*'()&=+$,;?/%".utf8.contains(b)
     }
 
     static func unescape(_ text: Substring) throws(SIPParseError) -> String {
