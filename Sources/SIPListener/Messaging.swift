@@ -319,15 +319,15 @@ extension SIPCore {
            let request = serverTransactions[key]?.request {
             respond(response(to: request, status: 200), server: key)
         }
-        guard !ack.duplicate, var room = member.rooms[ack.room], isOnline(member.user), member.stalledAt == nil,
-              !room.catchingUp
+        guard !ack.duplicate, let queuedUpTo = member.rooms[ack.room]?.queuedUpTo, isOnline(member.user),
+              member.stalledAt == nil, member.rooms[ack.room]?.catchingUp == false
         else { return }
-        if ack.seq == room.queuedUpTo + 1 {
-            room.queuedUpTo = ack.seq
-            room.window.append((ack.seq, true))
-            member.rooms[ack.room] = room
+        // Mutated in place through the dictionary: a copy would copy the window's storage.
+        if ack.seq == queuedUpTo + 1 {
+            member.rooms[ack.room]!.queuedUpTo = ack.seq
+            member.rooms[ack.room]!.window.append((ack.seq, true))
             advance(member, ack.room)
-        } else if ack.seq > room.queuedUpTo + 1 {
+        } else if ack.seq > queuedUpTo + 1 {
             startCatchUp(member, ack.room)
         }
     }
@@ -339,10 +339,10 @@ extension SIPCore {
             member.rooms[roomName] = MemberRoom(acked: envelope.seq - 1)
             markDirty(member.user, roomName)
         }
-        guard isOnline(member.user), member.stalledAt == nil, let room = member.rooms[roomName], !room.catchingUp,
-              envelope.seq > room.queuedUpTo
+        guard isOnline(member.user), member.stalledAt == nil, member.rooms[roomName]?.catchingUp == false,
+              let queuedUpTo = member.rooms[roomName]?.queuedUpTo, envelope.seq > queuedUpTo
         else { return }
-        if envelope.seq == room.queuedUpTo + 1 {
+        if envelope.seq == queuedUpTo + 1 {
             enqueue(envelope, member: member)
         } else {
             startCatchUp(member, roomName)
@@ -351,33 +351,30 @@ extension SIPCore {
 
     private func enqueue(_ envelope: Envelope, member: Member) {
         let roomName = envelope.room
-        guard var room = member.rooms[roomName] else { return }
-        room.queuedUpTo = envelope.seq
+        guard member.rooms[roomName] != nil else { return }
         let deliverable = envelope.kind == .chat && !(envelope.from.user == member.user && envelope.from.via == .sip)
-        room.window.append((envelope.seq, !deliverable))
-        member.rooms[roomName] = room
+        member.rooms[roomName]!.queuedUpTo = envelope.seq
+        member.rooms[roomName]!.window.append((envelope.seq, !deliverable))
         if deliverable { member.sendQueue.append((roomName, envelope)) }
         advance(member, roomName)
         pump(member)
     }
 
     private func advance(_ member: Member, _ roomName: RoomName) {
-        guard var room = member.rooms[roomName] else { return }
+        guard member.rooms[roomName] != nil else { return }
         var moved = false
-        while let first = room.window.first, first.done {
-            room.acked = first.seq
-            room.window.removeFirst()
+        while let first = member.rooms[roomName]!.window.first, first.done {
+            member.rooms[roomName]!.acked = first.seq
+            member.rooms[roomName]!.window.removeFirst()
             moved = true
         }
-        member.rooms[roomName] = room
         if moved { markDirty(member.user, roomName) }
     }
 
     private func startCatchUp(_ member: Member, _ roomName: RoomName) {
-        guard var room = member.rooms[roomName], !room.catchingUp else { return }
-        room.catchingUp = true
-        member.rooms[roomName] = room
-        let after = room.queuedUpTo, generation = member.generation, user = member.user, bus = self.bus
+        guard let after = member.rooms[roomName]?.queuedUpTo, member.rooms[roomName]?.catchingUp == false else { return }
+        member.rooms[roomName]!.catchingUp = true
+        let generation = member.generation, user = member.user, bus = self.bus
         hop({ try await bus.history(of: roomName, reader: user, before: nil, after: after, limit: 200) }) { core, result in
             guard let member = core.members[user], member.generation == generation, member.rooms[roomName] != nil else { return }
             member.rooms[roomName]!.catchingUp = false
@@ -454,9 +451,8 @@ extension SIPCore {
                 logger.info("a SIP contact refused a message; skipped", metadata: [
                     "user": "\(ref.user)", "room": "\(ref.room)", "seq": "\(ref.seq)", "status": "\(response.status)"])
             }
-            if var room = member.rooms[ref.room], let index = room.window.firstIndex(where: { $0.seq == ref.seq }) {
-                room.window[index].done = true
-                member.rooms[ref.room] = room
+            if let index = member.rooms[ref.room]?.window.firstIndex(where: { $0.seq == ref.seq }) {
+                member.rooms[ref.room]!.window[index].done = true
                 advance(member, ref.room)
             }
             pump(member)
