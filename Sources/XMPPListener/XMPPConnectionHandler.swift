@@ -28,6 +28,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         var logger: Logger
         var wakeups: LoopWakeupTable
         var tls: NIOSSLContext
+        /// Per-loop wire encodings of live groupchat messages (see ``GroupchatEncoding``).
+        var groupchats: GroupchatEncodingCacheTable
     }
 
     private enum Phase {
@@ -55,6 +57,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         var nick: String
         var history: HistoryRequest
         var joined = false
+        /// The occupants this session was shown (occupant list, then joins and leaves).
+        var announced = AnnouncedOccupants()
     }
 
     /// `<history maxstanzas seconds since maxchars/>` of a MUC join.
@@ -79,7 +83,15 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     private var pendingSends: Deque<PendingSend> = []
     private var inbox: Deque<SessionEvent> = []
     private var context: ChannelHandlerContext?
-    private var out = ""
+    /// Bytes waiting for the next flush.
+    private var out = ByteBuffer()
+    /// Where elements are serialized before they go into `out` (reused).
+    private var scratch = ""
+    /// This loop's shared groupchat encodings (set in `handlerAdded`, on the loop).
+    private var groupchats: GroupchatEncodingCache!
+    /// The bound full JID escaped as an attribute value (set with `jid`).
+    private var toAttribute = ""
+    private let allocator = ByteBufferAllocator()
     private var logger: Logger
 
     static let maxAuthFailures = 3
@@ -99,6 +111,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.out = context.channel.allocator.buffer(capacity: 256)
+        self.groupchats = shared.groupchats.cache(for: context.eventLoop)
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
     }
 
@@ -166,7 +180,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             openStream(header)
         case .streamClosed:
             closing = true
-            out += "</stream:stream>"
+            out.writeString(XMLSerializer.streamFooter)
             flushAndClose()
         case .stanza(let stanza):
             guard limiter.take(nowNanos: NIODeadline.now().uptimeNanoseconds) else {
@@ -213,11 +227,11 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     }
 
     private func writeHeader() {
-        out += XMLSerializer.streamHeader(attributes: [
+        out.writeString(XMLSerializer.streamHeader(attributes: [
             // A new id for every stream, restarts included (RFC 6120 §4.7.3).
             XMLAttribute("from", domain), XMLAttribute("id", Self.randomID()), XMLAttribute("version", "1.0"),
             XMLAttribute("xml:lang", "en"),
-        ])
+        ]))
     }
 
     private func handleStanza(_ stanza: XMLElement) {
@@ -419,6 +433,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         }
         let full = JID(local: user.rawValue, domain: domain, resource: resource)
         jid = full
+        toAttribute = XMLSerializer.escapeAttributeValue(full.description)
         guard let context else { return }
         let sink = XMPPSessionSink(eventLoop: context.eventLoop, handler: NIOLoopBound(self, eventLoop: context.eventLoop),
                                    drainer: NIOLoopBound(self, eventLoop: context.eventLoop),
@@ -549,6 +564,10 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     }
 
     private func mucJID(_ room: RoomName, nick: String? = nil) -> String {
+        Self.mucJID(room, nick: nick, mucDomain: mucDomain)
+    }
+
+    static func mucJID(_ room: RoomName, nick: String? = nil, mucDomain: String) -> String {
         nick.map { "\(room)@\(mucDomain)/\($0)" } ?? "\(room)@\(mucDomain)"
     }
 
@@ -694,21 +713,32 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     private func deliver(_ envelope: Envelope, to jid: JID) {
         switch envelope.room.scope {
         case .group:
-            guard let state = rooms[envelope.room], state.joined else { return }
+            // No copy of the room's state is held: `announced` is updated in place below.
+            guard rooms[envelope.room]?.joined == true else { return }
+            if Self.isGroupchatMessage(envelope) {
+                // The hot path: the message is serialized once per loop, only `to` differs.
+                let encoding = groupchats.encoding(envelope, allocator: allocator)
+                out.writeImmutableBuffer(encoding.head)
+                out.writeString(toAttribute)
+                out.writeImmutableBuffer(encoding.tail)
+                return
+            }
             let from = mucJID(envelope.room, nick: nick(for: envelope.from, in: envelope.room))
             switch envelope.kind {
             case .join:
+                // Once per occupant: it may have been in the occupant list already.
+                guard rooms[envelope.room]?.announced.joined(envelope.from) == true else { return }
                 write(Stanza.element("presence", NS.client, [("from", from), ("to", jid.description)], [mucUserX(status: [])]))
             case .leave:
+                guard rooms[envelope.room]?.announced.left(envelope.from) == true else { return }
                 write(Stanza.element("presence", NS.client, [("type", "unavailable"), ("from", from), ("to", jid.description)],
                                      [mucUserX(status: [], role: "none")]))
             case .typing:
                 write(Stanza.element("message", NS.client, [("type", "groupchat"), ("from", from), ("to", jid.description)],
                                      [Stanza.element("composing", NS.chatStates)]))
-            case .system where envelope.attrs[Self.subjectAttr] != nil:
-                write(subjectMessage(envelope.attrs[Self.subjectAttr] ?? "", from: from, to: jid))
             default:
-                write(groupchat(envelope, from: from, to: jid, delayed: false))
+                // A subject change (the other messages took the hot path above).
+                write(subjectMessage(envelope.attrs[Self.subjectAttr] ?? "", from: from, to: jid))
             }
         case .direct:
             guard envelope.from.user != session?.user, envelope.kind != .typing else { return }
@@ -722,13 +752,30 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         }
     }
 
-    private func groupchat(_ envelope: Envelope, from: String, to jid: JID, delayed: Bool) -> XMLElement {
+    /// Whether a room envelope reaches occupants as a `<message type='groupchat'>` with a body
+    /// (not a presence, chat state or subject change).
+    static func isGroupchatMessage(_ envelope: Envelope) -> Bool {
+        switch envelope.kind {
+        case .join, .leave, .typing: false
+        case .system: envelope.attrs[subjectAttr] == nil
+        default: true
+        }
+    }
+
+    /// A room's message as `<message type='groupchat'>` (live, or history with `<delay>`).
+    ///
+    /// The nick is the sender's user name: an occupant's nick in a room it joined is its user
+    /// name (see `joined`), so the element is the same for every recipient but for `to`.
+    static func groupchatElement(_ envelope: Envelope, to: String, mucDomain: String, delayed: Bool) -> XMLElement {
         let body = envelope.kind == .chat ? envelope.body : "[\(envelope.kind.rawValue)] \(envelope.body)"
+        let room = mucJID(envelope.room, mucDomain: mucDomain)
         var message = Stanza.element("message", NS.client, [("type", "groupchat"), ("id", envelope.clientID ?? envelope.id),
-                                                            ("from", from), ("to", jid.description)],
+                                                            ("from", mucJID(envelope.room, nick: envelope.from.user.rawValue,
+                                                                            mucDomain: mucDomain)),
+                                                            ("to", to)],
                                      [Stanza.element("body", NS.client, text: body),
-                                      Stanza.element("stanza-id", NS.sid, [("id", envelope.id), ("by", mucJID(envelope.room))])])
-        if delayed { message.append(Stanza.delay(envelope.ts, from: mucJID(envelope.room))) }
+                                      Stanza.element("stanza-id", NS.sid, [("id", envelope.id), ("by", room)])])
+        if delayed { message.append(Stanza.delay(envelope.ts, from: room)) }
         return message
     }
 
@@ -740,11 +787,13 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         let requested = state.nick
         state.nick = session.user.rawValue
         state.joined = true
-        rooms[room] = state
-        for occupant in shared.bus.occupants(of: room) where !(occupant.user == session.user && occupant.via == .xmpp) {
+        // Occupants whose join envelope is still on its way are listed here once, not again then.
+        let occupants = shared.bus.occupants(of: room).filter { !($0.user == session.user && $0.via == .xmpp) }
+        for occupant in state.announced.list(occupants) {
             write(Stanza.element("presence", NS.client, [("from", mucJID(room, nick: occupant.user.rawValue)), ("to", jid.description)],
                                  [mucUserX(status: [])]))
         }
+        rooms[room] = state
         var status = [100, 110]
         if requested != state.nick { status.append(210) }
         write(Stanza.element("presence", NS.client, [("from", mucJID(room, nick: state.nick)), ("to", jid.description)],
@@ -761,8 +810,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         }) { handler, found in
             let (envelopes, subject) = found
             for envelope in envelopes {
-                let from = handler.mucJID(room, nick: handler.nick(for: envelope.from, in: room))
-                handler.write(handler.groupchat(envelope, from: from, to: jid, delayed: true))
+                handler.write(Self.groupchatElement(envelope, to: jid.description, mucDomain: handler.mucDomain, delayed: true))
             }
             // The subject ends the join (XEP-0045 §7.2.15): the last one set, or empty.
             let from = subject.map { handler.mucJID(room, nick: handler.nick(for: $0.from, in: room)) } ?? handler.mucJID(room)
@@ -841,13 +889,15 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     // MARK: Output
 
     private func write(_ element: XMLElement) {
-        XMLSerializer.clientStream.serialize(element, into: &out)
+        scratch.removeAll(keepingCapacity: true)
+        XMLSerializer.clientStream.serialize(element, into: &scratch)
+        out.writeString(scratch)
     }
 
     private func flush() {
-        guard let context, !out.isEmpty else { return }
-        let buffer = context.channel.allocator.buffer(string: out)
-        out = ""
+        guard let context, out.readableBytes > 0 else { return }
+        let buffer = out
+        out = context.channel.allocator.buffer(capacity: 256)
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
     }
 
@@ -870,9 +920,9 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
 
     private func flushAndClose(trailer: String = "") {
         guard let context else { return }
-        out += trailer
-        let buffer = context.channel.allocator.buffer(string: out)
-        out = ""
+        out.writeString(trailer)
+        let buffer = out
+        out = context.channel.allocator.buffer(capacity: 0)
         context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
             context.close(promise: nil)
         }

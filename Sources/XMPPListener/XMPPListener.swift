@@ -80,7 +80,8 @@ final class XMPPListenerService: ListenerService {
         let group = MultiThreadedEventLoopGroup.singleton
         let shared = XMPPConnectionHandler.Shared(
             bus: context.bus, accounts: context.accounts, authenticator: context.authenticator, rooms: context.rooms,
-            settings: settings, logger: context.logger, wakeups: LoopWakeupTable(group: group), tls: tls.context)
+            settings: settings, logger: context.logger, wakeups: LoopWakeupTable(group: group), tls: tls.context,
+            groupchats: GroupchatEncodingCacheTable(group: group, mucDomain: "conference.\(settings.domain)"))
         let tracker = self.tracker
         let settings = self.settings
         let server = try await ServerBootstrap(group: group)

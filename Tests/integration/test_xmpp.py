@@ -722,3 +722,80 @@ def test_unclosed_stream_times_out(make_server, clients):
             pass
         assert not k.eof, f"closed despite keepalives: {bytes(k.buf)!r}"
     k.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrent joins
+
+
+def test_concurrent_joins_announce_each_occupant_once(make_server):
+    """20 clients join one room at the same moment: each sees every other occupant's available
+    presence exactly once (XEP-0045 §7.2.3), whether it came in its occupant list or as the
+    other's join (the list is read when a join is handled, and may already hold occupants whose
+    join is still on its way; those are not announced again)."""
+    n = 20
+    users = {f"u{i:02d}": f"pw-{i}" for i in range(n)}
+    s = make_server(users=users, xmpp={"enabled": True, "allow_plain_without_tls": True})
+    room = unique("crowd").lower()
+    rj = room_jid(room)
+
+    def login(user: str) -> RawXMPP:
+        r = RawXMPP(s.xmpp_port, timeout=T)
+        r.open_stream()
+        token = base64.b64encode(f"\0{user}\0{users[user]}".encode()).decode()
+        r.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        r.read_until(b"<success", T)
+        r.open_stream()
+        r.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+               "<resource>crowd</resource></bind></iq>")
+        r.read_until(re.compile(rb"<iq[^>]*id='b1'"), T)
+        r.buf = bytearray()
+        return r
+
+    conns: dict[str, RawXMPP] = {}
+    # Everyone logs in, then all send their join at the same moment.
+    start = threading.Barrier(n)
+    errors: list[str] = []
+
+    def join(user: str) -> None:
+        try:
+            r = conns[user] = login(user)
+            start.wait(T)
+            r.send(f"<presence to='{rj}/{user}'><x xmlns='http://jabber.org/protocol/muc'>"
+                   "<history maxstanzas='0'/></x></presence>")
+            # The join ends with the subject; then everyone's presence arrives sooner or later.
+            r.read_until(b"<subject", T)
+            others = set(users) - {user}
+            r.read_until(re.compile(
+                b"".join(b"(?=.*<presence from='" + re.escape(f"{rj}/{o}'".encode()) + b")" for o in sorted(others)),
+                re.S), T)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{user}: {e}")
+
+    threads = [threading.Thread(target=join, args=(u,)) for u in users]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(3 * T)
+    assert not errors, errors
+    assert len(conns) == n
+    # Late duplicates would come right after: give them time, with a final round trip as a fence.
+    time.sleep(1.0)
+    counts: dict[str, dict[str, int]] = {}
+    for user, r in conns.items():
+        r.send("<iq type='get' id='fence'><ping xmlns='urn:xmpp:ping'/></iq>")
+        r.read_until(re.compile(rb"<iq[^>]*id='fence'"), T)
+        seen: dict[str, int] = {}
+        for m in re.finditer(b"<presence from='" + re.escape(rj.encode()) + b"/([^']+)'", bytes(r.buf)):
+            nick = m.group(1).decode()
+            if nick != user:
+                seen[nick] = seen.get(nick, 0) + 1
+        counts[user] = seen
+    wrong = {u: {o: c for o, c in seen.items() if c != 1} for u, seen in counts.items()}
+    wrong = {u: w for u, w in wrong.items() if w}
+    missing = {u: sorted(set(users) - {u} - set(seen)) for u, seen in counts.items() if set(users) - {u} - set(seen)}
+    total = sum(sum(seen.values()) for seen in counts.values())
+    assert not wrong and not missing, (f"{total} occupant presences instead of {n * (n - 1)}; "
+                                       f"repeated: {wrong}; missing: {missing}")
+    for r in conns.values():
+        r.close()
