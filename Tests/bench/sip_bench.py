@@ -337,13 +337,21 @@ def render(result: dict) -> str:
         f"Kamailio {sum(k[k2].get('failed', 0) for k2 in k if isinstance(k[k2], dict))}; "
         f"MESSAGEs bob's UA answered: Switchboard {sb.get('bob_received')}, Kamailio {k.get('bob_received')}.",
     ]
+    def clean(key):
+        runs = (sb[key], k[key])
+        return all((r.get("failed") or 0) <= 0.01 * ((r.get("successful") or 0) + (r.get("failed") or 0)) for r in runs)
+
+    def state(ok, key):
+        return ("met" if ok else "missed") if clean(key) else "not comparable (a server lost calls in this run)"
+
     reg_ok = (sb["register_saturation"].get("calls_per_s") or 0) >= (k["register_saturation"].get("calls_per_s") or 1)
     msg_ok = (sb["message_saturation"].get("calls_per_s") or 0) >= (k["message_saturation"].get("calls_per_s") or 1)
-    cpu_ok = all((sb[x].get("cpu_us_per_transaction") or 1e9) <= (k[x].get("cpu_us_per_transaction") or 0)
-                 for x in ("register_saturation", "message_saturation"))
-    lines += ["", f"Target (at least Kamailio's throughput and CPU per transaction): REGISTER/s "
-              f"{'met' if reg_ok else 'missed'}, MESSAGE/s {'met' if msg_ok else 'missed'}, "
-              f"CPU per transaction {'met' if cpu_ok else 'missed'}."]
+    reg_cpu = (sb["register_saturation"].get("cpu_us_per_transaction") or 1e9) <= (k["register_saturation"].get("cpu_us_per_transaction") or 0)
+    msg_cpu = (sb["message_saturation"].get("cpu_us_per_transaction") or 1e9) <= (k["message_saturation"].get("cpu_us_per_transaction") or 0)
+    lines += ["", "Target (at least Kamailio's throughput and CPU per transaction): "
+              f"REGISTER/s {state(reg_ok, 'register_saturation')}, CPU per REGISTER transaction "
+              f"{state(reg_cpu, 'register_saturation')}; relayed MESSAGE/s {state(msg_ok, 'message_saturation')}, "
+              f"CPU per MESSAGE transaction {state(msg_cpu, 'message_saturation')}."]
     return "\n".join(lines)
 
 
