@@ -8,20 +8,22 @@ import SwitchboardCore
 /// Confined to its event loop (every connection on the loop shares it). Keyed by
 /// the envelope's shared storage, so a lookup is one hash of a pointer; each entry
 /// keeps its envelope alive, so a key cannot be reused while it is cached.
-public final class EnvelopeEncodingCache {
-    private let encode: (Envelope, ByteBufferAllocator) -> ByteBuffer
-    private var entries: [ObjectIdentifier: (envelope: Envelope, encoded: ByteBuffer)] = [:]
+/// `Encoded` is whatever a listener writes: a finished frame (``ByteBuffer``), or
+/// parts it completes per receiver.
+public final class EncodingCache<Encoded> {
+    private let encode: (Envelope, ByteBufferAllocator) -> Encoded
+    private var entries: [ObjectIdentifier: (envelope: Envelope, encoded: Encoded)] = [:]
     private var order: Deque<ObjectIdentifier> = []
     private let capacity: Int
 
-    public init(capacity: Int = 512, encode: @escaping (Envelope, ByteBufferAllocator) -> ByteBuffer) {
+    public init(capacity: Int = 512, encode: @escaping (Envelope, ByteBufferAllocator) -> Encoded) {
         self.encode = encode
         self.capacity = capacity
         entries.reserveCapacity(capacity + 1)
     }
 
     /// The encoding of `envelope`, from the cache or made now.
-    public func encoded(_ envelope: Envelope, allocator: ByteBufferAllocator) -> ByteBuffer {
+    public func encoded(_ envelope: Envelope, allocator: ByteBufferAllocator) -> Encoded {
         let key = envelope.storageIdentity
         if let entry = entries[key] { return entry.encoded }
         let encoded = encode(envelope, allocator)
@@ -34,17 +36,17 @@ public final class EnvelopeEncodingCache {
     }
 }
 
-/// One ``EnvelopeEncodingCache`` per event loop of a group.
-public final class EnvelopeEncodingCacheTable: Sendable {
-    private let table: [ObjectIdentifier: NIOLoopBound<EnvelopeEncodingCache>]
-    private let encode: @Sendable (Envelope, ByteBufferAllocator) -> ByteBuffer
+/// One ``EncodingCache`` per event loop of a group.
+public final class EncodingCacheTable<Encoded>: Sendable {
+    private let table: [ObjectIdentifier: NIOLoopBound<EncodingCache<Encoded>>]
+    private let encode: @Sendable (Envelope, ByteBufferAllocator) -> Encoded
 
     /// Builds one cache on each loop of `group` (call it off the loops, at start-up).
-    public init(group: any EventLoopGroup, encode: @escaping @Sendable (Envelope, ByteBufferAllocator) -> ByteBuffer) {
-        var table: [ObjectIdentifier: NIOLoopBound<EnvelopeEncodingCache>] = [:]
+    public init(group: any EventLoopGroup, encode: @escaping @Sendable (Envelope, ByteBufferAllocator) -> Encoded) {
+        var table: [ObjectIdentifier: NIOLoopBound<EncodingCache<Encoded>>] = [:]
         for loop in group.makeIterator() {
             table[ObjectIdentifier(loop)] = try? loop.submit {
-                NIOLoopBound(EnvelopeEncodingCache(encode: encode), eventLoop: loop)
+                NIOLoopBound(EncodingCache(encode: encode), eventLoop: loop)
             }.wait()
         }
         self.table = table
@@ -52,7 +54,11 @@ public final class EnvelopeEncodingCacheTable: Sendable {
     }
 
     /// The cache of `eventLoop`; call on that loop. A loop outside the group gets a fresh one.
-    public func cache(for eventLoop: any EventLoop) -> EnvelopeEncodingCache {
-        table[ObjectIdentifier(eventLoop)]?.value ?? EnvelopeEncodingCache(encode: encode)
+    public func cache(for eventLoop: any EventLoop) -> EncodingCache<Encoded> {
+        table[ObjectIdentifier(eventLoop)]?.value ?? EncodingCache(encode: encode)
     }
 }
+
+/// The common case: each envelope becomes one finished buffer.
+public typealias EnvelopeEncodingCache = EncodingCache<ByteBuffer>
+public typealias EnvelopeEncodingCacheTable = EncodingCacheTable<ByteBuffer>

@@ -103,13 +103,19 @@ extension SIPCore {
         }
     }
 
+    /// Replaces the user's bindings and keeps the two lookups derived from them in step:
+    /// registered source → users (trust), contact → user (in-dialog routing).
     func setBindings(_ list: [Binding], of user: UserName) {
         for old in bindings[user] ?? [] {
-            trustedSources[old.source.description]?.remove(user)
-            if trustedSources[old.source.description]?.isEmpty == true { trustedSources[old.source.description] = nil }
+            trustedSources[old.source]?.remove(user)
+            if trustedSources[old.source]?.isEmpty == true { trustedSources[old.source] = nil }
+            if contactOwners[old.contact.uri.matchKey] == user { contactOwners[old.contact.uri.matchKey] = nil }
         }
         bindings[user] = list.isEmpty ? nil : list
-        for binding in list { trustedSources[binding.source.description, default: []].insert(user) }
+        for binding in list {
+            trustedSources[binding.source, default: []].insert(user)
+            contactOwners[binding.contact.uri.matchKey] = user
+        }
     }
 
     /// Writes the user's bindings, grouped with others. `durable`: `then` runs once they are
@@ -169,26 +175,27 @@ extension SIPCore {
     /// Loads stored bindings at start.
     func restoreBindings(_ records: [SIPBindingRecord]) {
         let now = clock()
+        var byUser: [UserName: [Binding]] = [:]
         for record in records where record.expiresAt > now {
             guard let uri = try? SIPURI(parsing: record.contact), let source = SIPPeer(record.source) else { continue }
-            bindings[record.user, default: []].append(Binding(
+            byUser[record.user, default: []].append(Binding(
                 contact: SIPAddress(uri: uri), source: source, callID: record.callID, cseq: record.cseq,
                 expiresAt: record.expiresAt))
-            trustedSources[source.description, default: []].insert(record.user)
         }
+        for (user, list) in byUser { setBindings(list, of: user) }
     }
 
     /// True when `peer` registered a contact of `user` (requests from it need no digest).
     func isTrusted(_ peer: SIPPeer, as user: UserName) -> Bool {
-        trustedSources[peer.description]?.contains(user) ?? false
+        trustedSources[peer]?.contains(user) ?? false
     }
 
     /// The user whose binding has this contact URI, if any.
     func bindingOwner(ofContact uri: SIPURI) -> (UserName, Binding)? {
         let key = uri.matchKey
-        for (user, list) in bindings {
-            if let binding = list.first(where: { $0.contact.uri.matchKey == key }) { return (user, binding) }
-        }
-        return nil
+        guard let user = contactOwners[key],
+              let binding = bindings[user]?.first(where: { $0.contact.uri.matchKey == key })
+        else { return nil }
+        return (user, binding)
     }
 }

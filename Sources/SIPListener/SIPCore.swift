@@ -40,7 +40,8 @@ final class SIPCore {
 
     // Registrar
     var bindings: [UserName: [Binding]] = [:]
-    var trustedSources: [String: Set<UserName>] = [:]
+    var trustedSources: [SIPPeer: Set<UserName>] = [:]
+    var contactOwners: [String: UserName] = [:]
     var bindingWrites: [UserName: [SIPBindingRecord]] = [:]
     var bindingWriteWaiters: [() -> Void] = []
     var bindingWriteInFlight = false
@@ -117,7 +118,7 @@ final class SIPCore {
 
     /// An in-dialog request may go on when it comes from a registered contact or goes to one.
     func mayRelayInDialog(_ request: SIPRequest, from peer: SIPPeer, routes: [SIPAddress]) -> Bool {
-        if trustedSources[peer.description] != nil { return true }
+        if trustedSources[peer] != nil { return true }
         return bindingOwner(ofContact: routes.first?.uri ?? request.uri) != nil
     }
 

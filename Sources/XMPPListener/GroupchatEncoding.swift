@@ -1,4 +1,4 @@
-import DequeModule
+import ListenerSupport
 import NIOCore
 import SwitchboardCore
 import XMPPWire
@@ -40,59 +40,17 @@ struct GroupchatEncoding {
     }
 }
 
-/// The groupchat encodings an event loop made most recently, so a room's fan-out to the
-/// XMPP occupants on one loop serializes each envelope once instead of once per occupant.
-///
-/// Works like ``EnvelopeEncodingCache`` (which keeps a single buffer per envelope): confined
-/// to its loop, keyed by the envelope's shared storage, each entry keeping its envelope alive
-/// so a key is not reused while cached, the oldest entry evicted first.
-final class GroupchatEncodingCache {
-    private let mucDomain: String
-    private var entries: [ObjectIdentifier: (envelope: Envelope, encoding: GroupchatEncoding)] = [:]
-    private var order: Deque<ObjectIdentifier> = []
-    private let capacity: Int
+/// The groupchat encodings of one event loop, so a room's fan-out to the XMPP occupants on
+/// that loop serializes each envelope once instead of once per occupant.
+typealias GroupchatEncodingCache = EncodingCache<GroupchatEncoding>
+typealias GroupchatEncodingCacheTable = EncodingCacheTable<GroupchatEncoding>
 
-    init(mucDomain: String, capacity: Int = 512) {
-        self.mucDomain = mucDomain
-        self.capacity = capacity
-        entries.reserveCapacity(capacity + 1)
-    }
-
-    /// The encoding of `envelope`, from the cache or made now.
-    func encoding(_ envelope: Envelope, allocator: ByteBufferAllocator) -> GroupchatEncoding {
-        let key = envelope.storageIdentity
-        if let entry = entries[key] { return entry.encoding }
-        let encoding = GroupchatEncoding(envelope, mucDomain: mucDomain, allocator: allocator)
-        entries[key] = (envelope, encoding)
-        order.append(key)
-        if order.count > capacity, let oldest = order.popFirst() {
-            entries[oldest] = nil
+extension EncodingCacheTable where Encoded == GroupchatEncoding {
+    /// One groupchat cache per loop of `group`, for the MUC service `mucDomain`.
+    convenience init(group: any EventLoopGroup, mucDomain: String) {
+        self.init(group: group) { envelope, allocator in
+            GroupchatEncoding(envelope, mucDomain: mucDomain, allocator: allocator)
         }
-        return encoding
-    }
-}
-
-/// One ``GroupchatEncodingCache`` per event loop of a group (one table per listener, so per
-/// MUC domain).
-final class GroupchatEncodingCacheTable: Sendable {
-    private let table: [ObjectIdentifier: NIOLoopBound<GroupchatEncodingCache>]
-    private let mucDomain: String
-
-    /// Builds one cache on each loop of `group` (call it off the loops, at start-up).
-    init(group: any EventLoopGroup, mucDomain: String) {
-        var table: [ObjectIdentifier: NIOLoopBound<GroupchatEncodingCache>] = [:]
-        for loop in group.makeIterator() {
-            table[ObjectIdentifier(loop)] = try? loop.submit {
-                NIOLoopBound(GroupchatEncodingCache(mucDomain: mucDomain), eventLoop: loop)
-            }.wait()
-        }
-        self.table = table
-        self.mucDomain = mucDomain
-    }
-
-    /// The cache of `eventLoop`; call on that loop. A loop outside the group gets a fresh one.
-    func cache(for eventLoop: any EventLoop) -> GroupchatEncodingCache {
-        table[ObjectIdentifier(eventLoop)]?.value ?? GroupchatEncodingCache(mucDomain: mucDomain)
     }
 }
 

@@ -717,7 +717,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             guard rooms[envelope.room]?.joined == true else { return }
             if Self.isGroupchatMessage(envelope) {
                 // The hot path: the message is serialized once per loop, only `to` differs.
-                let encoding = groupchats.encoding(envelope, allocator: allocator)
+                let encoding = groupchats.encoded(envelope, allocator: allocator)
                 out.writeImmutableBuffer(encoding.head)
                 out.writeString(toAttribute)
                 out.writeImmutableBuffer(encoding.tail)

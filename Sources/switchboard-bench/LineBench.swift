@@ -42,15 +42,7 @@ struct LineLoadCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        do {
-            let result = try await runLoad(group: group)
-            try? await group.shutdownGracefully()
-            emitJSON(result)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        try await runOnGroup { group in try await runLoad(group: group) }
     }
 
     private func runLoad(group: MultiThreadedEventLoopGroup) async throws -> [String: Any] {

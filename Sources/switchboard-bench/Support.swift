@@ -1,5 +1,7 @@
 import Dispatch
 import Foundation
+import NIOCore
+import NIOPosix
 import Synchronization
 
 #if canImport(Glibc)
@@ -82,6 +84,20 @@ struct LatencySummary {
 }
 
 func round3(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }
+
+/// Runs a load generator on its own event-loop group (one thread per core), shuts the group
+/// down whatever happens, and prints the result as JSON.
+func runOnGroup(_ load: (MultiThreadedEventLoopGroup) async throws -> [String: Any]) async throws {
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    do {
+        let result = try await load(group)
+        try? await group.shutdownGracefully()
+        emitJSON(result)
+    } catch {
+        try? await group.shutdownGracefully()
+        throw error
+    }
+}
 
 /// Prints `object` as one line of JSON on stdout (the orchestrator reads it).
 func emitJSON(_ object: [String: Any]) {

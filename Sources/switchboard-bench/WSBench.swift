@@ -137,15 +137,7 @@ struct WSLoadCommand: AsyncParsableCommand {
     func run() async throws {
         let limit = raiseOpenFileLimit()
         if clients + 100 > limit { note("warning: \(clients) connections but only \(limit) open files allowed") }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        do {
-            let result = try await runLoad(group: group)
-            try? await group.shutdownGracefully()
-            emitJSON(result)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        try await runOnGroup { group in try await runLoad(group: group) }
     }
 
     private func receiverUser(_ i: Int) -> String {

@@ -56,15 +56,7 @@ struct XMPPLoadCommand: AsyncParsableCommand {
     func run() async throws {
         let limit = raiseOpenFileLimit()
         if occupants + 100 > limit { note("warning: \(occupants) connections but only \(limit) open files allowed") }
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-        do {
-            let result = try await runLoad(group: group)
-            try? await group.shutdownGracefully()
-            emitJSON(result)
-        } catch {
-            try? await group.shutdownGracefully()
-            throw error
-        }
+        try await runOnGroup { group in try await runLoad(group: group) }
     }
 
     private func runLoad(group: MultiThreadedEventLoopGroup) async throws -> [String: Any] {
