@@ -21,4 +21,30 @@ import Testing
             #expect(newest.map(\.seq) == [9_998, 9_999, 10_000])
         }
     }
+
+    /// An idle gateway does not flush the disk every interval: the WAL is synced
+    /// after it is written, and not again until it is written again.
+    @Test func anUnchangedWALIsNotSyncedAgain() async throws {
+        try await withStore { store, _ in
+            try store.append([envelope("lobby", 1)])
+            let syncer = WALSyncer(store: store, interval: .milliseconds(1))
+            defer { syncer.stop() }
+            try await waitUntil { syncer.syncCount >= 1 }
+            let afterFirstWrite = syncer.syncCount
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(syncer.syncCount == afterFirstWrite, "200 idle intervals, no write: no sync")
+
+            try store.append([envelope("lobby", 2)])
+            try await waitUntil { syncer.syncCount > afterFirstWrite }
+        }
+    }
+
+    private func waitUntil(_ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while !condition() {
+            #expect(ContinuousClock.now < deadline, "condition not reached within 5 s")
+            if ContinuousClock.now >= deadline { return }
+            try await Task.sleep(for: .milliseconds(2))
+        }
+    }
 }
