@@ -7,7 +7,8 @@ import SwitchboardCore
 /// Binding through GRDB's `StatementArguments` boxes every column into a
 /// `DatabaseValue` and cost about as much CPU as SQLite's own insert work; this
 /// binds the eleven columns directly. All the pointer code of the store is here,
-/// and it lives no longer than one `append` transaction.
+/// and it lives no longer than one `append` transaction (its statement is the
+/// connection's cached one).
 struct EnvelopeInsert {
     /// SQLite copies bound text before the call returns.
     private static let transient = unsafeBitCast(OpaquePointer(bitPattern: -1), to: sqlite3_destructor_type.self)
@@ -15,10 +16,11 @@ struct EnvelopeInsert {
     private let db: Database
     private let statement: Statement
 
-    /// Prepares `sql` (the 11-column envelope insert) on `db`.
+    /// Takes `sql` (the 11-column envelope insert) from `db`'s statement cache: it is
+    /// compiled once per connection.
     init(_ db: Database, sql: String) throws {
         self.db = db
-        self.statement = try db.makeStatement(sql: sql)
+        self.statement = try db.cachedStatement(sql: sql)
     }
 
     /// Inserts one row; throws the database's error (a constraint, a full disk…).
@@ -38,11 +40,11 @@ struct EnvelopeInsert {
         code |= bind(11, envelope.clientID)
         guard code == SQLITE_OK else { throw error(sqlite3_errcode(db.sqliteConnection)) }
         let step = sqlite3_step(handle)
-        guard step == SQLITE_DONE else {
-            let failure = error(step)
-            sqlite3_reset(handle)
-            throw failure
-        }
+        // Reset right away: the cached statement outlives the transaction, and one left
+        // un-reset stays active until its next use.
+        let failure = step == SQLITE_DONE ? nil : error(step)
+        sqlite3_reset(handle)
+        if let failure { throw failure }
     }
 
     private func bind(_ index: Int32, _ text: String?) -> Int32 {
