@@ -17,19 +17,36 @@ import Glibc
 /// An unchanged WAL (same size and modification time as at the last sync) is not
 /// synced again, and while it stays unchanged the thread polls less and less often
 /// (up to ``maxIdleBackoff`` intervals), so an idle gateway neither flushes the
-/// disk nor wakes a core hundreds of times a second.
+/// disk nor wakes a core hundreds of times a second. A changed one is synced once
+/// `minFrames` pages were written since the last sync (every interval under load), or
+/// `maxDelay` after the last sync: a trickle of messages costs a few syncs a second,
+/// not one per message.
 public final class WALSyncer: Sendable {
     private let walPath: String
+    private let shmPath: String
     private let interval: Duration
+    private let minFrames: Int
+    private let maxDelay: Duration
     private let stopping = Mutex(false)
     private let syncs = Atomic<Int>(0)
     private let wakeup = DispatchSemaphore(value: 0)
     private let finished = DispatchSemaphore(value: 0)
 
-    /// Starts syncing `store`'s WAL every `interval` (`history.wal_sync_interval_ms`).
-    public init(store: SQLiteStore, interval: Duration = .milliseconds(2)) {
+    /// Starts syncing `store`'s WAL, checking every `interval` (`history.wal_sync_interval_ms`).
+    ///
+    /// - Parameters:
+    ///   - minFrames: Unsynced WAL frames (pages) that trigger a sync. Under load this is
+    ///     reached within an interval, so the WAL is synced every interval; a trickle of
+    ///     small commits is synced in one go instead of once per commit.
+    ///   - maxDelay: A WAL written to is synced at the latest this long after the last sync,
+    ///     however little was written.
+    public init(store: SQLiteStore, interval: Duration = .milliseconds(2), minFrames: Int = 16,
+                maxDelay: Duration = .seconds(1)) {
         self.walPath = store.path + "-wal"
+        self.shmPath = store.path + "-shm"
         self.interval = interval
+        self.minFrames = max(1, minFrames)
+        self.maxDelay = maxDelay
         let thread = Thread { [self] in self.loop() }
         thread.name = "switchboard-walsync"
         thread.start()
@@ -42,15 +59,20 @@ public final class WALSyncer: Sendable {
         let (seconds, attoseconds) = interval.components
         let nanos = max(1, Int(seconds) * 1_000_000_000 + Int(attoseconds / 1_000_000_000))
         var fd: Int32 = -1
+        var shm: Int32 = -1
         var opened = ContinuousClock.now
         var synced: WALState?
+        var syncedFrame: UInt32 = 0
+        var lastSync = ContinuousClock.now
         var backoff = 1
         while !stopping.withLock({ $0 }) {
             _ = wakeup.wait(timeout: .now() + .nanoseconds(nanos * backoff))
-            // Reopened about once a second: SQLite may remove and recreate the file.
+            // Reopened about once a second: SQLite may remove and recreate the files.
             if fd < 0 || ContinuousClock.now - opened > .seconds(1) {
                 if fd >= 0 { close(fd) }
+                if shm >= 0 { close(shm) }
                 fd = open(walPath, O_RDONLY | O_CLOEXEC)
+                shm = open(shmPath, O_RDONLY | O_CLOEXEC)
                 opened = .now
             }
             guard fd >= 0 else { continue }
@@ -62,11 +84,21 @@ public final class WALSyncer: Sendable {
                 continue
             }
             backoff = 1
+            // Without a readable frame counter, every change counts as enough.
+            let frame = WALIndexHeader.lastFrame(shm: shm)
+            if let frame, let state, synced?.inode == state.inode {
+                // The WAL restarts from frame 1 after a checkpoint.
+                let written = frame >= syncedFrame ? Int(frame - syncedFrame) : Int(frame)
+                if written < minFrames && ContinuousClock.now - lastSync < maxDelay { continue }
+            }
             _ = fdatasync(fd)
             syncs.add(1, ordering: .relaxed)
             synced = state
+            syncedFrame = frame ?? 0
+            lastSync = .now
         }
         if fd >= 0 { close(fd) }
+        if shm >= 0 { close(shm) }
         finished.signal()
     }
 
@@ -100,5 +132,21 @@ struct WALState: Equatable {
         size = Int(st.st_size)
         seconds = Int(st.st_mtim.tv_sec)
         nanoseconds = Int(st.st_mtim.tv_nsec)
+    }
+}
+
+/// The frame counter of SQLite's WAL index (the `-shm` file; https://www.sqlite.org/walformat.html,
+/// "WAL-Index Header Format": `mxFrame`, a native-endian u32 at offset 16, valid when the
+/// `isInit` byte at offset 12 is 1). Read without locks: a torn read only changes when the
+/// next sync happens, never what SQLite writes.
+enum WALIndexHeader {
+    static func lastFrame(shm: Int32) -> UInt32? {
+        guard shm >= 0 else { return nil }
+        var header = (UInt64(0), UInt64(0), UInt64(0))  // the first 24 bytes
+        let read = withUnsafeMutableBytes(of: &header) { pread(shm, $0.baseAddress, $0.count, 0) }
+        guard read == 24 else { return nil }
+        return withUnsafeBytes(of: header) { bytes in
+            bytes[12] == 1 ? bytes.loadUnaligned(fromByteOffset: 16, as: UInt32.self) : nil
+        }
     }
 }

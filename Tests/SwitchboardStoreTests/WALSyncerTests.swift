@@ -27,7 +27,7 @@ import Testing
     @Test func anUnchangedWALIsNotSyncedAgain() async throws {
         try await withStore { store, _ in
             try store.append([envelope("lobby", 1)])
-            let syncer = WALSyncer(store: store, interval: .milliseconds(1))
+            let syncer = WALSyncer(store: store, interval: .milliseconds(1), minFrames: 1)
             defer { syncer.stop() }
             try await waitUntil { syncer.syncCount >= 1 }
             let afterFirstWrite = syncer.syncCount
@@ -36,6 +36,37 @@ import Testing
 
             try store.append([envelope("lobby", 2)])
             try await waitUntil { syncer.syncCount > afterFirstWrite }
+        }
+    }
+
+    /// A trickle of small commits is synced in one go, at most `maxDelay` after the last
+    /// sync, rather than once per commit.
+    @Test func aSmallWriteWaitsForMoreOrForTheMaximumDelay() async throws {
+        try await withStore { store, _ in
+            try store.append([envelope("lobby", 1)])
+            let syncer = WALSyncer(store: store, interval: .milliseconds(1), minFrames: 10_000, maxDelay: .seconds(2))
+            defer { syncer.stop() }
+            try await waitUntil { syncer.syncCount >= 1 }  // the first change is synced at once
+
+            try store.append([envelope("lobby", 2)])
+            try await Task.sleep(for: .milliseconds(100))
+            #expect(syncer.syncCount == 1, "a few frames, well within maxDelay: not synced yet")
+            try await waitUntil { syncer.syncCount >= 2 }
+        }
+    }
+
+    /// The WAL index's frame counter, read at the offset SQLite documents, follows the commits.
+    @Test func theFrameCounterGrowsWithCommits() async throws {
+        try await withStore { store, _ in
+            try store.append([envelope("lobby", 1)])
+            let shm = open(store.path + "-shm", O_RDONLY)
+            #expect(shm >= 0)
+            defer { close(shm) }
+            let first = try #require(WALIndexHeader.lastFrame(shm: shm))
+            #expect(first > 0)
+            try store.append((2...200).map { envelope("lobby", UInt64($0)) })
+            let second = try #require(WALIndexHeader.lastFrame(shm: shm))
+            #expect(second > first)
         }
     }
 
