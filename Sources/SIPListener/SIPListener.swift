@@ -220,6 +220,7 @@ final class SIPStreamHandler: ChannelInboundHandler {
         var messages: [SIPMessage] = []
         do {
             while let message = try framer.next() { messages.append(message) }
+            pong(context, framer.takePings())
         } catch {
             let core = self.core, parsed = messages
             core.eventLoop.execute {
@@ -236,6 +237,15 @@ final class SIPStreamHandler: ChannelInboundHandler {
             for message in parsed { core.value.receive(message, from: peer) }
         }
     }
+
+    /// Answers keepalive pings, one CRLF each (RFC 5626 §3.5.1), at most `maxPongs` per read.
+    private func pong(_ context: ChannelHandlerContext, _ pings: Int) {
+        guard pings > 0 else { return }
+        let crlfs = String(repeating: "\r\n", count: min(pings, Self.maxPongs))
+        context.channel.writeAndFlush(context.channel.allocator.buffer(string: crlfs), promise: nil)
+    }
+
+    static let maxPongs = 16
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is IdleStateHandler.IdleStateEvent {

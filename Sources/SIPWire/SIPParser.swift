@@ -177,6 +177,10 @@ public struct SIPStreamFramer: Sendable {
     public let parser: SIPParser
     private var buffer: [UInt8] = []
     private var readIndex = 0
+    /// CR/LF bytes skipped in a row between messages.
+    private var blankRun = 0
+    /// Keepalive pings seen and not yet taken.
+    private var pings = 0
 
     public init(parser: SIPParser = SIPParser()) {
         self.parser = parser
@@ -195,8 +199,18 @@ public struct SIPStreamFramer: Sendable {
     /// The next complete message, nil when more bytes are needed. An error leaves the stream
     /// unusable: the caller answers it if it can and closes the connection.
     public mutating func next() throws(SIPParseError) -> SIPMessage? {
-        while readIndex < buffer.count, buffer[readIndex] == 13 || buffer[readIndex] == 10 { readIndex += 1 }
+        // CRLFs before a start line are skipped (RFC 3261 §7.5); each CRLFCRLF among them,
+        // even split over reads, is a keepalive ping (RFC 5626 §3.5.1).
+        while readIndex < buffer.count, buffer[readIndex] == 13 || buffer[readIndex] == 10 {
+            readIndex += 1
+            blankRun += 1
+            if blankRun == 4 {
+                pings += 1
+                blankRun = 0
+            }
+        }
         guard readIndex < buffer.count else { return nil }
+        blankRun = 0
         guard let (headEnd, bodyStart) = SIPParser.findHeaderEnd(buffer, from: readIndex) else {
             if bufferedBytes > parser.limits.maxMessageBytes {
                 throw .tooLarge("header block exceeds \(parser.limits.maxMessageBytes) bytes")
@@ -212,5 +226,12 @@ public struct SIPStreamFramer: Sendable {
         let body = Array(buffer[bodyStart..<(bodyStart + length)])
         readIndex = bodyStart + length
         return try parser.makeMessage(startLine: startLine, headers: headers, body: body)
+    }
+
+    /// The keepalive pings (CRLFCRLF) seen by ``next()`` since the last call; each is to be
+    /// answered with one CRLF, the pong.
+    public mutating func takePings() -> Int {
+        defer { pings = 0 }
+        return pings
     }
 }

@@ -77,6 +77,24 @@ private enum Stream {
         #expect(framer.bufferedBytes == 0)
     }
 
+    /// RFC 5626 §3.5.1: each CRLFCRLF between messages is a ping, also when split over
+    /// reads; a lone CRLF is not.
+    @Test func doubleCRLFsArePings() throws {
+        var framer = SIPStreamFramer()
+        framer.append(bytes("\r\n"))
+        #expect(try framer.next() == nil)
+        #expect(framer.takePings() == 0)
+        framer.append(bytes("\r\n"))
+        #expect(try framer.next() == nil)
+        #expect(framer.takePings() == 1)
+        #expect(framer.takePings() == 0, "taken once")
+
+        framer.append(bytes("\r\n\r\n\r\n\r\n") + sampleRequest(callID: "p") + bytes("\r\n\r\n"))
+        #expect(try framer.next()?.headers["Call-ID"] == "p")
+        #expect(try framer.next() == nil)
+        #expect(framer.takePings() == 3)
+    }
+
     @Test func missingContentLengthMeansNoBody() throws {
         let first = crlf("OPTIONS sip:a@example.com SIP/2.0\nVia: SIP/2.0/TCP h.example.com;branch=z9hG4bK1\nCall-ID: one\nCSeq: 1 OPTIONS\n\n")
         let second = sampleRequest(callID: "two", body: "xyz")

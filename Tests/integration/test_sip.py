@@ -642,6 +642,25 @@ def test_tcp_register_message_and_garbage(sserver, made):
     assert sserver.running()
 
 
+def test_tcp_keepalive_ping_gets_a_pong(sserver, made):
+    """RFC 5626 §3.5.1: a CRLFCRLF ping on a TCP flow is answered with one CRLF, and the flow
+    keeps carrying SIP afterwards."""
+    with socket.create_connection(("127.0.0.1", sserver.sip_port), timeout=5) as s:
+        s.sendall(b"\r\n\r\n")
+        assert s.recv(16) == b"\r\n"
+        branch = "z9hG4bK" + unique("ka")
+        options = (f"OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5999;branch={branch}\r\n"
+                   f"Max-Forwards: 70\r\nFrom: <sip:probe@{DOMAIN}>;tag=1\r\nTo: <sip:{DOMAIN}>\r\n"
+                   f"Call-ID: {branch}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+        s.sendall(options.encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = s.recv(4096)
+            assert chunk, "connection closed"
+            reply += chunk
+        assert reply.startswith(b"SIP/2.0 200"), reply
+
+
 # --------------------------------------------------------------------------------------------
 # baresip, a second real UA
 
