@@ -52,7 +52,8 @@ public final class WALSyncer: Sendable {
         thread.start()
     }
 
-    /// How many times the base interval the thread may sleep while the WAL is unchanged.
+    /// How many times the base interval the thread may sleep while the WAL is unchanged
+    /// or changes by less than `minFrames` between looks.
     static let maxIdleBackoff = 64
 
     private func loop() {
@@ -83,14 +84,18 @@ public final class WALSyncer: Sendable {
                 backoff = min(backoff * 2, Self.maxIdleBackoff)
                 continue
             }
-            backoff = 1
             // Without a readable frame counter, every change counts as enough.
             let frame = WALIndexHeader.lastFrame(shm: shm)
             if let frame, let state, synced?.inode == state.inode {
                 // The WAL restarts from frame 1 after a checkpoint.
                 let written = frame >= syncedFrame ? Int(frame - syncedFrame) : Int(frame)
-                if written < minFrames && ContinuousClock.now - lastSync < maxDelay { continue }
+                if written < minFrames && ContinuousClock.now - lastSync < maxDelay {
+                    // A trickle: look again later rather than every interval.
+                    backoff = min(backoff * 2, Self.maxIdleBackoff)
+                    continue
+                }
             }
+            backoff = 1
             _ = fdatasync(fd)
             syncs.add(1, ordering: .relaxed)
             synced = state
