@@ -14,7 +14,8 @@ public struct DigestNonces: Sendable {
     public let opaque: String
     /// Offered in this order; credentials with another algorithm are refused.
     public let algorithms: [SIPDigestAlgorithm]
-    private let key: SymmetricKey
+    /// HMAC-SHA-256 keyed once; each signature works on a copy.
+    private let mac: HMAC<SHA256>
     private var lastCount: [String: (count: UInt64, expiresAt: Int64)] = [:]
 
     public init(
@@ -24,8 +25,8 @@ public struct DigestNonces: Sendable {
         self.realm = realm
         self.algorithms = algorithms.isEmpty ? [.sha256, .md5] : algorithms
         self.ttlMillis = Int64(ttlSeconds) * 1000
-        self.key = key
-        self.opaque = Array(HMAC<SHA256>.authenticationCode(for: Array("opaque".utf8), using: key)).prefix(8).hexString
+        self.mac = HMAC<SHA256>(key: key)
+        self.opaque = Array(HMAC<SHA256>.authenticationCode(for: Array("opaque".utf8), using: key)).prefix(8).hexadecimal
     }
 
     /// `<issued ms>.<random>.<signature>` in hex: unique per challenge even within a millisecond,
@@ -37,7 +38,9 @@ public struct DigestNonces: Sendable {
     }
 
     private func signature(_ stamp: String) -> String {
-        Array(HMAC<SHA256>.authenticationCode(for: Array((stamp + ":" + realm).utf8), using: key)).prefix(16).hexString
+        var mac = self.mac
+        mac.update(data: Array((stamp + ":" + realm).utf8))
+        return Array(mac.finalize()).prefix(16).hexadecimal
     }
 
     /// The `WWW-Authenticate` / `Proxy-Authenticate` values to send, most preferred first

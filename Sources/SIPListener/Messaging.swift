@@ -163,7 +163,7 @@ extension SIPCore {
 
     private func clientID(for request: SIPRequest) -> String {
         let material = "\(request.callID ?? "")|\(request.headers["CSeq"] ?? "")|\((try? request.from().tag) ?? "")"
-        return "sip-" + Array(SHA256.hash(data: Array(material.utf8))).prefix(12).hexString
+        return "sip-" + Array(SHA256.hash(data: Array(material.utf8))).prefix(12).hexadecimal
     }
 
     private func publishToRoom(_ room: RoomName, body: String, request: SIPRequest, sender: UserName, key: String) {

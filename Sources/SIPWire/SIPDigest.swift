@@ -127,12 +127,13 @@ public enum SIPDigestAlgorithm: String, Hashable, Sendable, CaseIterable {
 }
 
 extension Sequence where Element == UInt8 {
-    var hexadecimal: String {
-        let digits = Array("0123456789abcdef".utf8)
+    /// Lower-case hexadecimal, as digests and nonces are written.
+    public var hexadecimal: String {
         var out: [UInt8] = []
+        out.reserveCapacity(underestimatedCount * 2)
         for b in self {
-            out.append(digits[Int(b >> 4)])
-            out.append(digits[Int(b & 0xF)])
+            out.append(hexDigits[Int(b >> 4)])
+            out.append(hexDigits[Int(b & 0xF)])
         }
         return String(decoding: out, as: UTF8.self)
     }
@@ -154,3 +155,5 @@ extension String {
         return out
     }
 }
+
+private let hexDigits = Array("0123456789abcdef".utf8)
