@@ -511,11 +511,12 @@ final class SIPCore {
             for value in core.nonces.challenges(now: core.clock(), stale: stale) { r.headers.add(name, value) }
             core.respond(r, server: key)
         }
-        guard let value = request.headers.all(header).first(where: { $0.contains("realm=\"\(settings.domain)\"") })
-            ?? request.headers[header]
-        else { return challenge(self, false) }
-        guard let credentials = try? SIPDigestCredentials(parsing: value), let user = UserName(credentials.username),
-              user.rawValue == credentials.username
+        // Of several credentials (one per realm), ours; else the first, which must parse.
+        let values = request.headers.all(header)
+        guard !values.isEmpty else { return challenge(self, false) }
+        let offered = values.map { try? SIPDigestCredentials(parsing: $0) }
+        guard let credentials = offered.first(where: { $0?.realm == settings.domain }) ?? offered[0],
+              let user = UserName(credentials.username), user.rawValue == credentials.username
         else {
             respond(response(to: request, status: 400, warning: "malformed \(header)"), server: key)
             return

@@ -16,18 +16,22 @@ public struct SIPDigestCredentials: Hashable, Sendable {
 
     /// Parses `Digest username="alice", realm="x", …`. Unknown parameters are ignored.
     public init(parsing text: String) throws(SIPParseError) {
-        let trimmed = text.trimmingSIPWhitespace()
-        guard trimmed.count > 7, trimmed.prefix(6).lowercased() == "digest",
-              trimmed.dropFirst(6).first == " " || trimmed.dropFirst(6).first == "\t"
+        // Scanned as UTF-8 bytes: every delimiter is ASCII, and Character-wise slicing
+        // (grapheme breaking) was most of a REGISTER's parsing time.
+        let bytes = Array(text.trimmingSIPWhitespace().utf8)
+        guard bytes.count > 7, zip(bytes[0..<6], "digest".utf8).allSatisfy({ $0 | 0x20 == $1 }),
+              bytes[6] == UInt8(ascii: " ") || bytes[6] == UInt8(ascii: "\t")
         else { throw SIPParseError(code: "bad_authorization", message: "not a Digest authorization", status: 400) }
         var params: [String: String] = [:]
-        for item in SIPHeaders.splitList(String(trimmed.dropFirst(7))) {
-            guard let eq = item.firstIndex(of: "=") else { continue }
-            let name = String(item[..<eq]).trimmingSIPWhitespace().lowercased()
-            var value = String(item[item.index(after: eq)...]).trimmingSIPWhitespace()
-            if value.hasPrefix("\"") && value.hasSuffix("\"") && value.count >= 2 {
-                value = String(value.dropFirst().dropLast()).replacingEscapes()
-            }
+        for item in SIPHeaders.splitList(String(decoding: bytes[7...], as: UTF8.self)) {
+            let utf8 = Array(item.utf8)
+            guard let eq = utf8.firstIndex(of: UInt8(ascii: "=")) else { continue }
+            let name = String(decoding: utf8[..<eq], as: UTF8.self).trimmingSIPWhitespace().lowercased()
+            let raw = Array(String(decoding: utf8[(eq + 1)...], as: UTF8.self).trimmingSIPWhitespace().utf8)
+            let quoted = raw.count >= 2 && raw.first == UInt8(ascii: "\"") && raw.last == UInt8(ascii: "\"")
+            let value = quoted
+                ? String(decoding: raw[1..<(raw.count - 1)], as: UTF8.self).replacingEscapes()
+                : String(decoding: raw, as: UTF8.self)
             guard params[name] == nil else {
                 throw SIPParseError(code: "bad_authorization", message: "repeated digest parameter \(name)", status: 400)
             }
@@ -141,7 +145,7 @@ extension Sequence where Element == UInt8 {
 
 extension String {
     fileprivate func replacingEscapes() -> String {
-        guard contains("\\") else { return self }
+        guard utf8.contains(UInt8(ascii: "\\")) else { return self }
         var out = ""
         var escaped = false
         for c in self {
