@@ -129,13 +129,14 @@ final class SIPCore {
 
     // MARK: Input
 
-    /// One message from the network.
-    func receive(_ message: SIPMessage, from peer: SIPPeer) {
+    /// One message from the network. With `flush` false the caller flushes the output
+    /// itself, once per burst of reads, so that UDP replies go out in one `sendmmsg`.
+    func receive(_ message: SIPMessage, from peer: SIPPeer, flush: Bool = true) {
         switch message {
         case .request(let request): receiveRequest(request, from: peer)
         case .response(let response): receiveResponse(response, from: peer)
         }
-        output?.flush()
+        if flush { output?.flush() }
     }
 
     /// Bytes that did not parse: answer with the error's status when enough headers were read.

@@ -53,6 +53,8 @@ final class SIPListenerService: ListenerService {
             .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
             // Room for the largest datagram; vector reads would split this buffer between messages.
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+            // Up to 16 datagrams per wakeup, answered together (see SIPDatagramHandler).
+            .channelOption(.maxMessagesPerRead, value: 16)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(SIPDatagramHandler(core: core, parser: parser))
@@ -164,10 +166,16 @@ final class SIPDatagramHandler: ChannelInboundHandler {
         // RFC 5626 keepalives (CRLF) need no answer over UDP.
         guard bytes.contains(where: { $0 != 13 && $0 != 10 }) else { return }
         do {
-            core.value.receive(try parser.parse(datagram: bytes), from: peer)
+            // The core lives on this channel's loop: its replies are flushed per read burst.
+            core.value.receive(try parser.parse(datagram: bytes), from: peer, flush: false)
         } catch {
             core.value.receiveInvalid(error, looksLikeRequest: SIPCore.looksLikeRequest(bytes), from: peer)
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        core.value.output?.flush()
+        context.fireChannelReadComplete()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
