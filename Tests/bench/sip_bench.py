@@ -148,8 +148,13 @@ delivery_window = 256
 
 
 class KamailioPeer:
+    # tm keeps every transaction in shared memory until its wait timer ends (~5 s after the
+    # final reply), so thousands of MESSAGEs a second need far more than the tests' 64 MB:
+    # with 64 MB Kamailio answered 500 (out of shm) to most of a saturating run.
+    SHM_MB = 1024
+
     def __init__(self, tmp: Path, users: dict[str, str]):
-        self.k = Kamailio(tmp, users)
+        self.k = Kamailio(tmp, users, shm_mb=self.SHM_MB)
         self.port = self.k.port
 
     def start(self) -> "KamailioPeer":

@@ -657,7 +657,7 @@ class Kamailio:
     db_text tables in its own folder; started with -DD (no daemon) so stop() ends it all."""
 
     def __init__(self, tmp: Path, users: dict[str, str], domain: str = "localhost", port: int | None = None,
-                 sha256: bool = False, children: int = 2):
+                 sha256: bool = False, children: int = 2, shm_mb: int = 64):
         self.tmp = Path(tmp)
         self.tmp.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port_pair()
@@ -667,7 +667,7 @@ class Kamailio:
         sys.path.insert(0, str(REPO / "Tests" / "sip"))
         from make_kamailio_db import write_db  # noqa: E402
         write_db(db, users, domain)
-        self.args = ["kamailio", "-f", str(KAMAILIO_CFG), "-DD", "-E", "-n", str(children), "-m", "64", "-M", "8",
+        self.args = ["kamailio", "-f", str(KAMAILIO_CFG), "-DD", "-E", "-n", str(children), "-m", str(shm_mb), "-M", "8",
                      "-P", str(self.tmp / "kamailio.pid"), "-Y", str(self.tmp),
                      "-l", f"udp:127.0.0.1:{self.port}", "-l", f"tcp:127.0.0.1:{self.port}",
                      "-A", f'DBURL="text://{db}"', "-A", f'SIPDOMAIN="{domain}"',
