@@ -146,7 +146,7 @@ public struct ConfigSchema: Sendable {
             Key("tls_key_file", .string(nonEmpty: false), .string("")),
             Key("rooms", .strings, .strings(["*"])),
             Key("qos", .int(0...2), .int(1)),
-            Key("queue_size", .int(1...10_000_000), .int(10_000)),
+            Key("queue_size", .int(1...10_000_000), .int(100_000)),
             Key("max_payload_bytes", .int(64...16_777_216), .int(65_536)),
             Key("dedup_seconds", .int(0...86_400), .int(30)),
             Key("reconnect_min_ms", .int(10...600_000), .int(250)),
