@@ -320,6 +320,16 @@ def foreign_note(acc: dict) -> str:
             f"{acc['steal_share'] * 100:.1f} %.")
 
 
+def append_footer(sec: list[str], raw: dict, acc: dict, commands_title: str) -> None:
+    """What closes a protocol section: its commands, its notes and the machine-load note."""
+    if raw.get("commands"):
+        sec += [commands_title, "", "```sh", *raw["commands"], "```", ""]
+    for note in raw.get("notes", []):
+        sec += [f"**Note:** {note}", ""]
+    if foreign_note(acc):
+        sec += [foreign_note(acc), ""]
+
+
 # --------------------------------------------------------------------------------------------
 # 1. Fan-out
 
@@ -1050,19 +1060,7 @@ def render_mqtt(mq: dict, sections: dict, summary: list) -> list[str]:
                "process (setup and drain included). Everything shares the machine's cores: the bench's own libmosquitto "
                "threads, the broker, the gateway and the WebSocket client.")
     sec.append("")
-    if mq.get("commands"):
-        sec.append("Commands (first repeat; ports and password replaced):")
-        sec.append("")
-        sec.append("```sh")
-        sec.extend(mq["commands"])
-        sec.append("```")
-        sec.append("")
-    for note in mq.get("notes", []):
-        sec.append(f"**Note:** {note}")
-        sec.append("")
-    if foreign_note(sections.get("mqtt", {})):
-        sec.append(foreign_note(sections["mqtt"]))
-        sec.append("")
+    append_footer(sec, mq, sections.get("mqtt", {}), "Commands (first repeat; ports and password replaced):")
     return sec
 
 
@@ -1597,19 +1595,8 @@ def render_xmpp(xm: dict, sections: dict, summary: list) -> list[str]:
     if firsts:
         sec.append("First errors seen: " + " · ".join(firsts[:6]))
         sec.append("")
-    if xm.get("commands"):
-        sec.append("Commands (Switchboard, first repeat; the same for the peers with their port and pids):")
-        sec.append("")
-        sec.append("```sh")
-        sec.extend(xm["commands"])
-        sec.append("```")
-        sec.append("")
-    for note in xm.get("notes", []):
-        sec.append(f"**Note:** {note}")
-        sec.append("")
-    if foreign_note(sections.get("xmpp", {})):
-        sec.append(foreign_note(sections["xmpp"]))
-        sec.append("")
+    append_footer(sec, xm, sections.get("xmpp", {}),
+                  "Commands (Switchboard, first repeat; the same for the peers with their port and pids):")
     return sec
 
 

@@ -31,11 +31,16 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "Tests" / "sip"))
+from make_kamailio_db import write_db  # noqa: E402  (Tests/sip: the scenarios' own tools)
+from make_users_csv import csv_line, write_csv  # noqa: E402
+
 SCENARIOS = REPO / "Tests" / "sip" / "scenarios"
 KAMAILIO_CFG = REPO / "Tests" / "bench" / "peers" / "kamailio.cfg"
 
@@ -500,15 +505,6 @@ def register_from_port(server_port: int, user: str, password: str, port: int, tr
 # sipp
 
 
-def csv_line(user: str, password: str, domain: str = "localhost", target: str = "", expires: int = 3600,
-             body: str | None = None) -> str:
-    """One line of the scenarios' injection file (see Tests/sip/make_users_csv.py)."""
-    body = f"hello from {user}" if body is None else body
-    for ch in ";\n]":
-        assert ch not in user + password + target + body, f"cannot put {ch!r} into a sipp CSV field"
-    return f"{user};[authentication username={user} password={password}];{domain};{target};{expires};{body}"
-
-
 class Sipp:
     """One sipp process. Traces go to files in its own folder; `describe()` shows them."""
 
@@ -538,9 +534,7 @@ class Sipp:
         if auth_uri:
             args += ["-auth_uri", auth_uri]
         if rows:
-            csv = self.dir / "users.csv"
-            csv.write_text("SEQUENTIAL\n" + "\n".join(csv_line(*r) for r in rows) + "\n")
-            args += ["-inf", str(csv)]
+            args += ["-inf", str(write_csv(self.dir / "users.csv", rows))]
         if duration_ms is not None:
             args += ["-d", str(duration_ms)]
         if ooc:
@@ -663,9 +657,6 @@ class Kamailio:
         self.port = port or free_port_pair()
         self.domain = domain
         db = self.tmp / "db"
-        import sys
-        sys.path.insert(0, str(REPO / "Tests" / "sip"))
-        from make_kamailio_db import write_db  # noqa: E402
         write_db(db, users, domain)
         self.args = ["kamailio", "-f", str(KAMAILIO_CFG), "-DD", "-E", "-n", str(children), "-m", str(shm_mb), "-M", "8",
                      "-P", str(self.tmp / "kamailio.pid"), "-Y", str(self.tmp),
