@@ -29,13 +29,7 @@ struct MQTTInbound: Equatable, Sendable {
     /// Maps `<prefix>/rooms/<room>/in/<sender>` and its payload: UTF-8 text (a chat
     /// body), or a JSON object `{"body", "kind"?, "client_id"?}` when it starts with `{`.
     static func parse(topic: String, payload: [UInt8], prefix: String, maxPayloadBytes: Int) -> Result<MQTTInbound, MQTTDropReason> {
-        let levels = topic.split(separator: "/", omittingEmptySubsequences: false)
-        let prefixLevels = prefix.split(separator: "/", omittingEmptySubsequences: false)
-        guard levels.count == prefixLevels.count + 4, levels.starts(with: prefixLevels),
-              levels[prefixLevels.count] == "rooms", levels[prefixLevels.count + 2] == "in"
-        else { return .failure(.invalidTopic) }
-        let roomLevel = levels[prefixLevels.count + 1]
-        let senderLevel = levels[prefixLevels.count + 3]
+        guard let (roomLevel, senderLevel) = topicLevels(topic, prefix: prefix) else { return .failure(.invalidTopic) }
         // Names must arrive as the canonical lower-case form: a topic is a device's identity.
         guard let room = RoomName(String(roomLevel)), room.rawValue == roomLevel, case .group = room.scope else {
             return .failure(.invalidRoom)
@@ -61,5 +55,23 @@ struct MQTTInbound: Equatable, Sendable {
             kind = parsed
         }
         return .success(MQTTInbound(room: room, sender: sender, body: object.body, kind: kind, clientID: object.clientID))
+    }
+
+    /// The room and sender levels of `<prefix>/rooms/<room>/in/<sender>`, or nil when the
+    /// topic has another shape. Scans the UTF-8 bytes once (every device message comes here).
+    static func topicLevels(_ topic: String, prefix: String) -> (room: Substring, sender: Substring)? {
+        let slash = UInt8(ascii: "/")
+        var rest = Substring(topic).utf8
+        guard rest.starts(with: prefix.utf8) else { return nil }
+        rest = rest.dropFirst(prefix.utf8.count)
+        guard rest.starts(with: "/rooms/".utf8) else { return nil }
+        rest = rest.dropFirst(7)
+        guard let roomEnd = rest.firstIndex(of: slash) else { return nil }
+        let room = rest[..<roomEnd]
+        rest = rest[roomEnd...]
+        guard rest.starts(with: "/in/".utf8) else { return nil }
+        let sender = rest.dropFirst(4)
+        guard !sender.contains(slash) else { return nil }
+        return (Substring(room), Substring(sender))
     }
 }
