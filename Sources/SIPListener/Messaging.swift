@@ -116,12 +116,14 @@ extension SIPCore {
             respond(response(to: request, status: 404), server: key)
             return
         }
-        withCredentials(of: recipient) { stored in
-            guard stored != nil else {
-                self.respond(self.response(to: request, status: 404, warning: "no user \(name)"), server: key)
-                return
-            }
-            self.acceptMessage(request, key: key, from: peer) { core, sender, body in
+        // Authenticate before looking the recipient up: an unauthenticated sender gets the
+        // same 407 for every name, so the 404 cannot be used to list the accounts.
+        acceptMessage(request, key: key, from: peer) { core, sender, body in
+            core.withCredentials(of: recipient) { stored in
+                guard stored != nil else {
+                    core.respond(core.response(to: request, status: 404, warning: "no user \(name)"), server: key)
+                    return
+                }
                 core.publishDirect(to: recipient, body: body, request: request, sender: sender, key: key)
             }
         }

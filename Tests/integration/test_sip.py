@@ -453,6 +453,18 @@ def test_message_to_user_is_a_direct_message(sserver, made, tmp_path):
     assert e["from"]["user"] == "alice" and e["from"]["via"] == "sip", e
 
 
+def test_direct_message_to_unknown_user_is_challenged_before_404(sserver, made):
+    # Not registered, so not trusted: the same 407 whether the name exists or not
+    # (a 404 before authentication would list the accounts); 404 only after it.
+    c = ua(sserver, made, "alice")
+    for name in ("bob", "nobody"):
+        r = c.message(f"sip:{name}@{DOMAIN}", "hello?", auth=False)
+        assert r.status == 407, r
+        assert challenges(r), r
+    r = c.message(f"sip:nobody@{DOMAIN}", "hello?")
+    assert r.status == 404, r
+
+
 def test_offline_messages_delivered_in_order_after_register(sserver, made):
     b = registered(ua(sserver, made, "bob"))
     assert b.message(f"sip:offline@{CONF}", "bob joins").status in (200, 202)
