@@ -180,6 +180,7 @@ final class SIPCore {
             }
             return
         }
+        var request = request
         do {
             try request.validate()
         } catch {

@@ -39,14 +39,38 @@ private let tokenBytes: [Bool] = (0..<256).map { i in
 public struct SIPRequest: Hashable, Sendable {
     public var method: SIPMethod
     public var uri: SIPURI
-    public var headers: SIPHeaders
+    public var headers: SIPHeaders {
+        didSet { checked = nil }
+    }
     public var body: [UInt8]
+    /// The headers ``validate()`` parsed, so a handler's typed accessors do not parse them
+    /// again; dropped whenever `headers` changes. Not part of the request's value.
+    private var checked: Checked?
+
+    struct Checked: Sendable {
+        var topVia: SIPVia
+        var from: SIPAddress
+        var to: SIPAddress
+        var cseq: SIPCSeq
+        var contacts: [SIPAddress]
+    }
 
     public init(method: SIPMethod, uri: SIPURI, headers: SIPHeaders = SIPHeaders(), body: [UInt8] = []) {
         self.method = method
         self.uri = uri
         self.headers = headers
         self.body = body
+    }
+
+    public static func == (a: SIPRequest, b: SIPRequest) -> Bool {
+        a.method == b.method && a.uri == b.uri && a.headers == b.headers && a.body == b.body
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(method)
+        hasher.combine(uri)
+        hasher.combine(headers)
+        hasher.combine(body)
     }
 }
 
@@ -132,20 +156,11 @@ extension SIPResponse: SIPHeaderCarrying {}
 extension SIPHeaderCarrying {
     public var callID: String? { headers["Call-ID"] }
 
-    public func cseq() throws(SIPParseError) -> SIPCSeq {
-        guard let value = headers["CSeq"] else { throw .missingHeader("CSeq") }
-        return try SIPCSeq(parsing: value)
-    }
+    public func cseq() throws(SIPParseError) -> SIPCSeq { try headers.parsedCSeq() }
 
-    public func from() throws(SIPParseError) -> SIPAddress {
-        guard let value = headers["From"] else { throw .missingHeader("From") }
-        return try SIPAddress(parsing: value)
-    }
+    public func from() throws(SIPParseError) -> SIPAddress { try headers.parsedAddress("From") }
 
-    public func to() throws(SIPParseError) -> SIPAddress {
-        guard let value = headers["To"] else { throw .missingHeader("To") }
-        return try SIPAddress(parsing: value)
-    }
+    public func to() throws(SIPParseError) -> SIPAddress { try headers.parsedAddress("To") }
 
     /// Every Via, top first.
     public func vias() throws(SIPParseError) -> [SIPVia] {
@@ -154,17 +169,10 @@ extension SIPHeaderCarrying {
         return out
     }
 
-    public func topVia() throws(SIPParseError) -> SIPVia {
-        guard let first = headers.values("Via").first else { throw .missingHeader("Via") }
-        return try SIPVia(parsing: first)
-    }
+    public func topVia() throws(SIPParseError) -> SIPVia { try headers.parsedTopVia() }
 
     /// Contact values; `*` is returned as nil in ``contactsAreWildcard``.
-    public func contacts() throws(SIPParseError) -> [SIPAddress] {
-        var out: [SIPAddress] = []
-        for value in headers.values("Contact") where value != "*" { out.append(try SIPAddress(parsing: value)) }
-        return out
-    }
+    public func contacts() throws(SIPParseError) -> [SIPAddress] { try headers.parsedContacts() }
 
     public var contactsAreWildcard: Bool { headers.values("Contact").contains("*") }
 
@@ -189,27 +197,78 @@ extension SIPHeaderCarrying {
     }
 }
 
+extension SIPHeaders {
+    func parsedCSeq() throws(SIPParseError) -> SIPCSeq {
+        guard let value = self["CSeq"] else { throw .missingHeader("CSeq") }
+        return try SIPCSeq(parsing: value)
+    }
+
+    func parsedAddress(_ name: String) throws(SIPParseError) -> SIPAddress {
+        guard let value = self[name] else { throw .missingHeader(name) }
+        return try SIPAddress(parsing: value)
+    }
+
+    func parsedTopVia() throws(SIPParseError) -> SIPVia {
+        guard let first = values("Via").first else { throw .missingHeader("Via") }
+        return try SIPVia(parsing: first)
+    }
+
+    func parsedContacts() throws(SIPParseError) -> [SIPAddress] {
+        var out: [SIPAddress] = []
+        for value in values("Contact") where value != "*" { out.append(try SIPAddress(parsing: value)) }
+        return out
+    }
+}
+
 extension SIPRequest {
+    // The typed accessors of a validated request answer from what validate() parsed.
+
+    public func cseq() throws(SIPParseError) -> SIPCSeq {
+        if let checked { return checked.cseq }
+        return try headers.parsedCSeq()
+    }
+
+    public func from() throws(SIPParseError) -> SIPAddress {
+        if let checked { return checked.from }
+        return try headers.parsedAddress("From")
+    }
+
+    public func to() throws(SIPParseError) -> SIPAddress {
+        if let checked { return checked.to }
+        return try headers.parsedAddress("To")
+    }
+
+    public func topVia() throws(SIPParseError) -> SIPVia {
+        if let checked { return checked.topVia }
+        return try headers.parsedTopVia()
+    }
+
+    public func contacts() throws(SIPParseError) -> [SIPAddress] {
+        if let checked { return checked.contacts }
+        return try headers.parsedContacts()
+    }
+
     /// Checks what RFC 3261 §8.1.1 makes mandatory, so a handler can trust the typed accessors:
     /// To, From, Call-ID, CSeq (same method as the request line, number below 2^31), a parsable
-    /// top Via, a sane Max-Forwards.
-    public func validate() throws(SIPParseError) {
+    /// top Via, a sane Max-Forwards. Keeps what it parsed for those accessors.
+    public mutating func validate() throws(SIPParseError) {
         for name in ["To", "From", "Call-ID", "CSeq"] where headers.count(of: name) != 1 {
             throw headers.count(of: name) == 0 ? .missingHeader(name) : .syntax("more than one \(name) header")
         }
         for name in ["Max-Forwards", "Expires", "Content-Type"] where headers.count(of: name) > 1 {
             throw .syntax("more than one \(name) header")
         }
-        guard !(try vias()).isEmpty else { throw .missingHeader("Via") }
-        _ = try from()
-        _ = try to()
+        guard let topVia = try vias().first else { throw .missingHeader("Via") }
+        let from = try headers.parsedAddress("From")
+        let to = try headers.parsedAddress("To")
         guard let callID = headers["Call-ID"], !callID.isEmpty, !callID.utf8.contains(32) else { throw .missingHeader("Call-ID") }
-        let cseq = try cseq()
+        let cseq = try headers.parsedCSeq()
         guard cseq.number < 1 << 31 else { throw .syntax("CSeq number too large") }
         guard cseq.method == method else { throw .syntax("CSeq method \(cseq.method) does not match \(method)") }
         _ = try maxForwards()
         _ = try expires()
-        _ = try contacts()
+        let contacts = try headers.parsedContacts()
+        checked = Checked(topVia: topVia, from: from, to: to, cseq: cseq, contacts: contacts)
     }
 }
 

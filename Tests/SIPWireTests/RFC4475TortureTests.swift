@@ -94,7 +94,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
         let parsed = parseDatagram(datagram)
         // What validate() says, for requests.
         var validation: SIPParseError?
-        if case .success(.request(let request)) = parsed {
+        if case .success(.request(var request)) = parsed {
             do { try request.validate() } catch { validation = error }
         }
 
@@ -158,7 +158,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
 
 @Suite struct RFC4475ValidMessageTests {
     @Test func wsinv() throws {
-        let request = try fixtureRequest("wsinv")
+        var request = try fixtureRequest("wsinv")
         #expect(request.method == .invite)
         #expect(request.uri.scheme == "sip")
         #expect(request.uri.user == "vivekg")
@@ -210,7 +210,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func intmeth() throws {
-        let request = try fixtureRequest("intmeth")
+        var request = try fixtureRequest("intmeth")
         #expect(request.method.rawValue == "!interesting-Method0123456789_*+`.%indeed'~")
         #expect(request.uri.user == "1_unusual.URI~(to-be!sure)&isn't+it$/crazy?,/;;*")
         #expect(request.uri.password == "&it+has=1,weird!*pas$wo~d_too.(doesn't-it)")
@@ -239,7 +239,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func esc01() throws {
-        let request = try fixtureRequest("esc01")
+        var request = try fixtureRequest("esc01")
         #expect(request.uri.user == "sips:user@example.com")
         #expect(request.uri.host == "example.net")
         #expect(try request.to().uri.user == "user")
@@ -258,7 +258,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func escnull() throws {
-        let request = try fixtureRequest("escnull")
+        var request = try fixtureRequest("escnull")
         #expect(request.method == .register)
         #expect(try request.to().uri.user == "null-\u{0}-null")
         #expect(try request.from().uri.user == "null-\u{0}-null")
@@ -270,7 +270,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func esc02() throws {
-        let request = try fixtureRequest("esc02")
+        var request = try fixtureRequest("esc02")
         #expect(request.method.rawValue == "RE%47IST%45R")
         #expect(request.method != .register)
         #expect(try request.to().displayName == "%Z%45")
@@ -283,7 +283,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func lwsdisp() throws {
-        let request = try fixtureRequest("lwsdisp")
+        var request = try fixtureRequest("lwsdisp")
         #expect(try request.from().displayName == "caller")
         #expect(try request.from().uri.user == "caller")
         #expect(try request.from().tag == "323")
@@ -291,7 +291,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func longreq() throws {
-        let request = try fixtureRequest("longreq")
+        var request = try fixtureRequest("longreq")
         let to = try request.to()
         #expect(to.displayName == "I have a user name of " + String(repeating: "extreme", count: 10) + " proportion")
         #expect(to.uri.port == 6000)
@@ -319,7 +319,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func dblreq() throws {
-        let request = try fixtureRequest("dblreq")
+        var request = try fixtureRequest("dblreq")
         #expect(request.method == .register)
         #expect(request.body.isEmpty)  // the INVITE after the body is noise (RFC 3261 §18.3)
         #expect(request.callID == "dblreq.0ha0isndaksdj99sdfafnl3lk233412")
@@ -330,7 +330,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func semiuri() throws {
-        let request = try fixtureRequest("semiuri")
+        var request = try fixtureRequest("semiuri")
         #expect(request.uri.user == "user;par=u@example.net")
         #expect(request.uri.host == "example.com")
         #expect(request.uri.parameters.isEmpty)
@@ -339,7 +339,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func transports() throws {
-        let request = try fixtureRequest("transports")
+        var request = try fixtureRequest("transports")
         let vias = try request.vias()
         #expect(vias.map(\.transport) == ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"])
         #expect(vias.map(\.host) == (1...5).map { "t\($0).example.com" })
@@ -348,7 +348,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func mpart01() throws {
-        let request = try fixtureRequest("mpart01")
+        var request = try fixtureRequest("mpart01")
         #expect(request.method == .message)
         #expect(request.body.count == 553)
         #expect(request.body.contains(0))
@@ -386,7 +386,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
 
 @Suite struct RFC4475InvalidMessageTests {
     @Test func badinv01RejectsTheEmptyViaValues() throws {
-        let request = try fixtureRequest("badinv01")
+        var request = try fixtureRequest("badinv01")
         #expect(throws: SIPParseError.self) { try request.vias() }
     }
 
@@ -398,7 +398,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func scalar02() throws {
-        let request = try fixtureRequest("scalar02")
+        var request = try fixtureRequest("scalar02")
         #expect(throws: SIPParseError.self) { try request.cseq() }
         #expect(throws: SIPParseError.self) { try request.maxForwards() }
         #expect(throws: SIPParseError.self) { try request.expires() }
@@ -412,7 +412,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func quotbal() throws {
-        let request = try fixtureRequest("quotbal")
+        var request = try fixtureRequest("quotbal")
         let error = #expect(throws: SIPParseError.self) { try request.to() }
         #expect(error?.status == 400)
     }
@@ -442,7 +442,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
 
     @Test func mismatch() throws {
         for name in ["mismatch01", "mismatch02"] {
-            let request = try fixtureRequest(name)
+            var request = try fixtureRequest(name)
             #expect(try request.cseq().method == .invite)
             #expect(request.method != .invite)
             #expect(throws: SIPParseError.self) { try request.validate() }
@@ -451,12 +451,12 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func badbranchKeepsTheBareCookie() throws {
-        let request = try fixtureRequest("badbranch")
+        var request = try fixtureRequest("badbranch")
         #expect(try request.topVia().branch == "z9hG4bK")
     }
 
     @Test func insufNamesAMissingHeader() throws {
-        let request = try fixtureRequest("insuf")
+        var request = try fixtureRequest("insuf")
         let error = #expect(throws: SIPParseError.self) { try request.validate() }
         #expect(error?.code == "missing_header")
     }
@@ -492,14 +492,14 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func regaut01HasAnUnknownAuthorizationScheme() throws {
-        let request = try fixtureRequest("regaut01")
+        var request = try fixtureRequest("regaut01")
         let authorization = try #require(request.headers["Authorization"])
         #expect(authorization == "NoOneKnowsThisScheme opaque-data=here")
         #expect(throws: SIPParseError.self) { try SIPDigestCredentials(parsing: authorization) }
     }
 
     @Test func multi01RepeatsSingleValueHeaders() throws {
-        let request = try fixtureRequest("multi01")
+        var request = try fixtureRequest("multi01")
         #expect(request.headers.all("CSeq").count == 2)
         let error = #expect(throws: SIPParseError.self) { try request.validate() }
         #expect(error?.status == 400)
@@ -531,7 +531,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func inv2543() throws {
-        let request = try fixtureRequest("inv2543")
+        var request = try fixtureRequest("inv2543")
         // No Content-Length over UDP: the body is the rest of the datagram.
         #expect(request.headers["Content-Length"] == nil)
         #expect(request.body.count == 105)

@@ -133,7 +133,7 @@ private func mutate(_ input: [UInt8], using generator: inout SeededGenerator) ->
 
 /// Everything a handler might call on a message that parsed.
 private func exercise(_ message: SIPMessage) {
-    if case .request(let request) = message {
+    if case .request(var request) = message {
         _ = try? request.validate()
         _ = request.uri.description
         _ = request.uri.addressOfRecord

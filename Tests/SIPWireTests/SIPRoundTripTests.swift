@@ -166,7 +166,7 @@ private let parsableFixtures = [
 
         let wire = request.serialize()
         checkWireForm(wire, body: request.body)
-        let parsed = try #require(try SIPParser().parse(datagram: wire).request)
+        var parsed = try #require(try SIPParser().parse(datagram: wire).request)
         try parsed.validate()
         #expect(parsed.uri == request.uri)
         #expect(try parsed.from().displayName == #"Alice "Al" \ Smith"#)
