@@ -546,7 +546,6 @@ final class SIPCore {
     }
 
     func housekeeping(now: Int64) {
-        nonces.sweep(now: now)
         expireBindings(now: now)
         retryStalledMembers(now: now)
         if now % 60_000 < 1000 { forgetStaleCalls(now: now) }

@@ -21,7 +21,7 @@ import SwitchboardCore
     }
 
     @Test func challengesOfferSHA256BeforeMD5() {
-        let nonces = DigestNonces(realm: realm, ttlSeconds: 300)
+        var nonces = DigestNonces(realm: realm, ttlSeconds: 300)
         let challenges = nonces.challenges(now: 1000)
         #expect(challenges.count == 2)
         #expect(challenges[0].contains("algorithm=SHA-256"))
@@ -57,10 +57,32 @@ import SwitchboardCore
         let old = nonces.makeNonce(now: 0)
         #expect(nonces.verify(answer(old, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
                               stored: credentials, now: 301_000) == .stale)
-        let other = DigestNonces(realm: realm, ttlSeconds: 300)   // another key
+        var other = DigestNonces(realm: realm, ttlSeconds: 300)   // another key
         let forged = other.makeNonce(now: 0)
         #expect(nonces.verify(answer(forged, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
                               stored: credentials, now: 10) == .rejected)
+    }
+
+    @Test func aNonceOutsideTheWindowIsStaleAndTheWindowKeepsCounting() throws {
+        var nonces = DigestNonces(realm: realm, ttlSeconds: 300, window: 4)
+        let credentials = try stored()
+        let first = nonces.makeNonce(now: 0)
+        let newer = (1...3).map { _ in nonces.makeNonce(now: 0) }
+        // Four nonces in a window of four: the first still counts, and is single-use per nc.
+        #expect(nonces.verify(answer(first, algorithm: .md5, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .ok)
+        #expect(nonces.verify(answer(first, algorithm: .md5, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .rejected)
+        // A fifth challenge takes the first one's slot: the first is now stale, the fifth fresh.
+        let fifth = nonces.makeNonce(now: 0)
+        #expect(nonces.verify(answer(first, algorithm: .md5, nc: "00000002", opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .stale)
+        #expect(nonces.verify(answer(fifth, algorithm: .md5, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .ok)
+        for nonce in newer {
+            #expect(nonces.verify(answer(nonce, algorithm: .md5, opaque: nonces.opaque), method: "REGISTER",
+                                  stored: credentials, now: 10) == .ok)
+        }
     }
 
     @Test func theMethodIsPartOfTheResponse() throws {
@@ -73,7 +95,7 @@ import SwitchboardCore
 
 @Suite struct DigestNonceUniquenessTests {
     @Test func noncesIssuedInTheSameMillisecondDiffer() {
-        let nonces = DigestNonces(realm: "localhost", ttlSeconds: 300)
+        var nonces = DigestNonces(realm: "localhost", ttlSeconds: 300)
         let issued = Set((0..<1000).map { _ in nonces.makeNonce(now: 42) })
         #expect(issued.count == 1000)
     }
