@@ -346,6 +346,11 @@ final class SIPCore {
     func respond(_ response: SIPResponse, server key: String) {
         guard var entry = serverTransactions[key] else { return }
         let actions = entry.transaction.respond(response, now: clock())
+        if !entry.transaction.isPending, !entry.request.headers.fields.isEmpty {
+            // From here on only the last response matters (it answers retransmissions, for
+            // 64·T1 over UDP): the request's headers and body need not wait that long.
+            entry.request = SIPRequest(method: entry.request.method, uri: entry.request.uri)
+        }
         serverTransactions[key] = entry
         perform(actions, server: key)
     }
