@@ -64,7 +64,20 @@ final class WebSocketConnection: Sendable {
     static func make(id: UInt64, shared: WebSocketShared, channel: any Channel, outbound: WebSocketOutboundWriter,
                      wakeups: LoopWakeups, logger: Logger) async throws -> WebSocketConnection {
         try await channel.eventLoop.submit {
-            WebSocketConnection(id: id, shared: shared, channel: channel, outbound: outbound, wakeups: wakeups, logger: logger)
+            let connection = WebSocketConnection(
+                id: id, shared: shared, channel: channel, outbound: outbound, wakeups: wakeups, logger: logger)
+            let pingInterval = shared.settings.pingIntervalSeconds
+            if pingInterval > 0 {
+                // Keepalive pings from the loop, not Hummingbird's auto-ping task (about 3 KiB
+                // per idle connection). Pongs are seen right after the frame decoder.
+                let pipeline = channel.pipeline.syncOperations
+                let writer = connection.writer.value
+                if let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self) {
+                    try pipeline.addHandler(WebSocketFrameWatch(writer: writer), position: .after(decoder.handler))
+                    writer.startPinging(every: .seconds(Int64(pingInterval)))
+                }
+            }
+            return connection
         }.get()
     }
 

@@ -101,7 +101,8 @@ final class WebSocketListenerService: ListenerService {
         let logger = context.logger
         let configuration = WebSocketServerConfiguration(
             maxFrameSize: settings.maxFrameBytes,
-            autoPing: settings.pingIntervalSeconds > 0 ? .enabled(timePeriod: .seconds(settings.pingIntervalSeconds)) : .disabled,
+            // Keepalive pings come from each connection's writer on its event loop.
+            autoPing: .disabled,
             closeTimeout: .seconds(5),
             validateUTF8: true)
         return Application(

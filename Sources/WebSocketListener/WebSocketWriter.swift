@@ -34,6 +34,8 @@ extension WebSocketConnection {
         private var closing = false
         private var recheckScheduled = false
         private var pendingFlush = false
+        /// A ping went out and no frame has arrived since.
+        private var awaitingPong = false
 
         static let writabilityRecheck = TimeAmount.milliseconds(5)
         static let closeTimeout = TimeAmount.seconds(5)
@@ -55,6 +57,34 @@ extension WebSocketConnection {
             guard !closing else { return }
             self.session = session
             drainOutbox()
+        }
+
+        /// Pings the peer every `interval` from this loop (no task per connection); a peer that
+        /// sent no frame at all, not even the pong, by the next ping is closed with 1001.
+        func startPinging(every interval: TimeAmount) {
+            channel.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
+                guard !closing else { return }
+                if awaitingPong {
+                    SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
+                    close(SwitchboardError(.idleTimeout, "no answer to a ping in \(interval.nanoseconds / 1_000_000_000) s"),
+                          code: .goingAway)
+                    return
+                }
+                awaitingPong = true
+                if let encoderContext {
+                    var frame = channel.allocator.buffer(capacity: 2)
+                    frame.writeBytes([0x89, 0x00])   // FIN, ping, no payload, unmasked
+                    encoderContext.writeAndFlush(NIOAny(frame), promise: nil)
+                } else {
+                    channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()), promise: nil)
+                }
+                startPinging(every: interval)
+            }
+        }
+
+        /// A frame of any kind came from the peer (seen before Hummingbird's handler consumes pongs).
+        func frameArrived() {
+            awaitingPong = false
         }
 
         /// The connection is gone: drop the session reference.
@@ -208,5 +238,23 @@ extension WebSocketConnection {
                 drainOutbox()
             }
         }
+    }
+}
+
+/// Tells the writer that the peer sent a frame, before Hummingbird's handler sees it (it
+/// answers pings and swallows pongs, so the connection's reader never learns of them).
+final class WebSocketFrameWatch: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias InboundOut = WebSocketFrame
+
+    private let writer: WebSocketConnection.Writer
+
+    init(writer: WebSocketConnection.Writer) {
+        self.writer = writer
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        writer.frameArrived()
+        context.fireChannelRead(data)
     }
 }

@@ -739,3 +739,37 @@ def test_sigterm_says_goodbye(server):
 
     server.start()
     assert ack["id"] in [e["id"] for e in rest_messages(server, "lobby")]
+
+
+def test_protocol_pings_keep_an_answering_peer_and_close_a_silent_one(make_server):
+    """The server pings every `ping_interval_seconds`; a peer that answers stays, one that
+    never answers is closed with 1001 after the next interval."""
+    server = make_server(websocket={"ping_interval_seconds": 1})
+    answering = RawWS("127.0.0.1", server.ws_port, timeout=10)
+    silent = RawWS("127.0.0.1", server.ws_port, timeout=10)
+    try:
+        pings = 0
+        deadline = time.monotonic() + 4.5
+        while time.monotonic() < deadline:
+            try:
+                fr = answering.read_frame(timeout=max(0.01, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            assert fr is not None, "the answering peer was closed"
+            opcode, payload = fr
+            assert opcode == 0x9, f"unexpected frame {fr!r}"
+            pings += 1
+            answering.send_frame(0xA, payload)
+        assert pings >= 3, f"{pings} pings in 4.5 s at an interval of 1 s"
+        answering.send_json({"op": "ping"})
+        assert answering.recv_json(timeout=5) == {"op": "pong"}
+
+        frames, closed = silent.read_until_closed(timeout=10)
+        assert closed, f"a peer that never answered a ping is still open: {frames!r}"
+        opcodes = [op for op, _ in frames]
+        assert 0x9 in opcodes, frames
+        close = [payload for op, payload in frames if op == 0x8]
+        assert close and int.from_bytes(close[0][:2], "big") == 1001, frames
+    finally:
+        answering.close()
+        silent.close()
