@@ -47,12 +47,21 @@ public struct SIPRequest: Hashable, Sendable {
     /// again; dropped whenever `headers` changes. Not part of the request's value.
     private var checked: Checked?
 
-    struct Checked: Sendable {
-        var topVia: SIPVia
-        var from: SIPAddress
-        var to: SIPAddress
-        var cseq: SIPCSeq
-        var contacts: [SIPAddress]
+    /// A class, so a request stays small to copy (the parsed headers are a few hundred bytes).
+    final class Checked: Sendable {
+        let topVia: SIPVia
+        let from: SIPAddress
+        let to: SIPAddress
+        let cseq: SIPCSeq
+        let contacts: [SIPAddress]
+
+        init(topVia: SIPVia, from: SIPAddress, to: SIPAddress, cseq: SIPCSeq, contacts: [SIPAddress]) {
+            self.topVia = topVia
+            self.from = from
+            self.to = to
+            self.cseq = cseq
+            self.contacts = contacts
+        }
     }
 
     public init(method: SIPMethod, uri: SIPURI, headers: SIPHeaders = SIPHeaders(), body: [UInt8] = []) {

@@ -386,7 +386,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
 
 @Suite struct RFC4475InvalidMessageTests {
     @Test func badinv01RejectsTheEmptyViaValues() throws {
-        var request = try fixtureRequest("badinv01")
+        let request = try fixtureRequest("badinv01")
         #expect(throws: SIPParseError.self) { try request.vias() }
     }
 
@@ -398,7 +398,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func scalar02() throws {
-        var request = try fixtureRequest("scalar02")
+        let request = try fixtureRequest("scalar02")
         #expect(throws: SIPParseError.self) { try request.cseq() }
         #expect(throws: SIPParseError.self) { try request.maxForwards() }
         #expect(throws: SIPParseError.self) { try request.expires() }
@@ -412,7 +412,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func quotbal() throws {
-        var request = try fixtureRequest("quotbal")
+        let request = try fixtureRequest("quotbal")
         let error = #expect(throws: SIPParseError.self) { try request.to() }
         #expect(error?.status == 400)
     }
@@ -451,7 +451,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func badbranchKeepsTheBareCookie() throws {
-        var request = try fixtureRequest("badbranch")
+        let request = try fixtureRequest("badbranch")
         #expect(try request.topVia().branch == "z9hG4bK")
     }
 
@@ -492,7 +492,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func regaut01HasAnUnknownAuthorizationScheme() throws {
-        var request = try fixtureRequest("regaut01")
+        let request = try fixtureRequest("regaut01")
         let authorization = try #require(request.headers["Authorization"])
         #expect(authorization == "NoOneKnowsThisScheme opaque-data=here")
         #expect(throws: SIPParseError.self) { try SIPDigestCredentials(parsing: authorization) }
@@ -531,7 +531,7 @@ struct TortureCase: Sendable, CustomTestStringConvertible {
     }
 
     @Test func inv2543() throws {
-        var request = try fixtureRequest("inv2543")
+        let request = try fixtureRequest("inv2543")
         // No Content-Length over UDP: the body is the rest of the datagram.
         #expect(request.headers["Content-Length"] == nil)
         #expect(request.body.count == 105)
