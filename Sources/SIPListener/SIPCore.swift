@@ -76,6 +76,9 @@ final class SIPCore {
                                    algorithms: settings.digestAlgorithms)
         var rng = SystemRandomNumberGenerator()
         self.instance = String(rng.next() as UInt32, radix: 36)
+        // Sized once for a busy server, so the table does not stop the loop to rehash while
+        // it grows (completed UDP transactions stay 32 s: 64k is 1,000 registrations/s).
+        serverTransactions.reserveCapacity(1 << 16)
     }
 
     var bound: NIOLoopBound<SIPCore> { NIOLoopBound(self, eventLoop: loop) }
@@ -195,9 +198,8 @@ final class SIPCore {
                                  callID: request.callID ?? "", cseq: (try? request.cseq().number) ?? 0)
 
         if request.method == .ack {
-            if var entry = serverTransactions[key], entry.transaction.isInvite, !(entry.transaction.lastResponse?.isSuccess ?? false) {
+            if let entry = serverTransactions[key], entry.transaction.isInvite, !(entry.transaction.lastResponse?.isSuccess ?? false) {
                 let actions = entry.transaction.receiveACK(now: clock())
-                serverTransactions[key] = entry
                 perform(actions, server: key)
                 return
             }
@@ -208,9 +210,8 @@ final class SIPCore {
             }
             return
         }
-        if var entry = serverTransactions[key] {
+        if let entry = serverTransactions[key] {
             let actions = entry.transaction.receiveRetransmission()
-            serverTransactions[key] = entry
             perform(actions, server: key)
             return
         }
@@ -218,7 +219,14 @@ final class SIPCore {
             handleCancel(request, via: via, from: peer)
             return
         }
-        // A new server transaction.
+        // A new server transaction, unless the table is full (a flood from many sources).
+        guard serverTransactions.count < Self.maxServerTransactions else {
+            SwitchboardMetrics.reject(.sip, reason: .rateLimited)
+            var r = response(to: request, status: 503, warning: "too many transactions in progress")
+            r.headers.add("Retry-After", "1")
+            sendStateless(r, to: peer)
+            return
+        }
         let transaction = ServerTransaction(method: request.method, reliable: peer.isReliable, timers: settings.timers)
         serverTransactions[key] = ServerEntry(transaction: transaction, peer: peer, request: request)
         route(request, key: key, from: peer)
@@ -282,6 +290,10 @@ final class SIPCore {
     /// Option tags we implement (none beyond RFC 3261 and RFC 3428).
     static let supportedExtensions: Set<String> = []
 
+    /// Server transactions kept at once (a completed one stays 64·T1 over UDP); beyond this a
+    /// new request is answered 503 with Retry-After, statelessly.
+    static let maxServerTransactions = 1 << 18
+
     /// Answers 420 Bad Extension (with Unsupported) when `headers` name an option tag we lack.
     func extensionsSupported(_ request: SIPRequest, key: String, headers: [String]) -> Bool {
         let unsupported = headers.flatMap { request.headers.values($0) }
@@ -344,14 +356,13 @@ final class SIPCore {
 
     /// Answers through the server transaction `key` (absorbing retransmissions from then on).
     func respond(_ response: SIPResponse, server key: String) {
-        guard var entry = serverTransactions[key] else { return }
+        guard let entry = serverTransactions[key] else { return }
         let actions = entry.transaction.respond(response, now: clock())
         if !entry.transaction.isPending, !entry.request.headers.fields.isEmpty {
             // From here on only the last response matters (it answers retransmissions, for
             // 64·T1 over UDP): the request's headers and body need not wait that long.
             entry.request = SIPRequest(method: entry.request.method, uri: entry.request.uri)
         }
-        serverTransactions[key] = entry
         perform(actions, server: key)
     }
 
@@ -461,9 +472,8 @@ final class SIPCore {
             _ = timerHeap.removeMin()
             switch first.target {
             case .server(let key):
-                guard var entry = serverTransactions[key], let deadline = entry.transaction.nextDeadline, deadline <= now else { continue }
+                guard let entry = serverTransactions[key], let deadline = entry.transaction.nextDeadline, deadline <= now else { continue }
                 let actions = entry.transaction.tick(now: now)
-                serverTransactions[key] = entry
                 if actions.contains(.timeout) { proxyTimedOut(server: key) }
                 perform(actions, server: key)
             case .client(let key):
@@ -561,10 +571,18 @@ final class SIPCore {
 
 // MARK: - Bookkeeping types
 
-struct ServerEntry {
+/// A server transaction and what it answers. A class: the table moves only a reference when
+/// it grows, and holds up to ``SIPCore/maxServerTransactions`` of them.
+final class ServerEntry {
     var transaction: ServerTransaction
-    var peer: SIPPeer
+    let peer: SIPPeer
     var request: SIPRequest
+
+    init(transaction: ServerTransaction, peer: SIPPeer, request: SIPRequest) {
+        self.transaction = transaction
+        self.peer = peer
+        self.request = request
+    }
 }
 
 struct ClientEntry {
