@@ -36,6 +36,9 @@ extension WebSocketConnection {
         private var pendingFlush = false
         /// A ping went out and no frame has arrived since.
         private var awaitingPong = false
+        /// The next keepalive ping; cancelled when the connection goes, so a closed
+        /// connection is not kept alive by its timer.
+        private var nextPing: Scheduled<Void>?
 
         static let writabilityRecheck = TimeAmount.milliseconds(5)
         static let closeTimeout = TimeAmount.seconds(5)
@@ -62,7 +65,7 @@ extension WebSocketConnection {
         /// Pings the peer every `interval` from this loop (no task per connection); a peer that
         /// sent no frame at all, not even the pong, by the next ping is closed with 1001.
         func startPinging(every interval: TimeAmount) {
-            channel.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
+            nextPing = channel.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
                 guard !closing else { return }
                 if awaitingPong {
                     SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
@@ -92,6 +95,8 @@ extension WebSocketConnection {
             closing = true
             session = nil
             held.removeAll()
+            nextPing?.cancel()
+            nextPing = nil
         }
 
         func reply(_ frame: [UInt8]) {
@@ -192,6 +197,8 @@ extension WebSocketConnection {
             if error.code == .slowConsumer { logger.warning("websocket session dropped as a slow consumer") }
             session = nil
             held.removeAll()
+            nextPing?.cancel()
+            nextPing = nil
             write(ServerFrame.error(error))
             flush()
             // The error frame is in the pipeline already; Hummingbird's writer hops to
