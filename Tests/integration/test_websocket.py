@@ -768,6 +768,8 @@ def test_protocol_pings_keep_an_answering_peer_and_close_a_silent_one(make_serve
         assert closed, f"a peer that never answered a ping is still open: {frames!r}"
         opcodes = [op for op, _ in frames]
         assert 0x9 in opcodes, frames
+        errors = [json.loads(payload) for op, payload in frames if op == 0x1]
+        assert [(e.get("op"), e.get("code")) for e in errors] == [("error", "idle_timeout")], frames
         close = [payload for op, payload in frames if op == 0x8]
         assert close and int.from_bytes(close[0][:2], "big") == 1001, frames
     finally:
