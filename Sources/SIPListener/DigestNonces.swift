@@ -20,7 +20,7 @@ public struct DigestNonces: Sendable {
     /// Offered in this order; credentials with another algorithm are refused.
     public let algorithms: [SIPDigestAlgorithm]
     /// How many of the newest nonces keep their counter (see above).
-    public let window: Int
+    public var window: Int { counts.count }
     /// The default window: 262,144 nonces (2 MiB of counters), over a minute of
     /// challenges at several thousand a second.
     public static let defaultWindow = 1 << 18
@@ -38,7 +38,6 @@ public struct DigestNonces: Sendable {
         self.realm = realm
         self.algorithms = algorithms.isEmpty ? [.sha256, .md5] : algorithms
         self.ttlMillis = Int64(ttlSeconds) * 1000
-        self.window = max(1, window)
         self.counts = Array(repeating: 0, count: max(1, window))
         self.mac = HMAC<SHA256>(key: key)
         self.opaque = Array(HMAC<SHA256>.authenticationCode(for: Array("opaque".utf8), using: key)).prefix(8).hexadecimal
@@ -106,8 +105,9 @@ public struct DigestNonces: Sendable {
         } else {
             count = 1
         }
-        guard count > counts[slot(id)] else { return .rejected }
-        counts[slot(id)] = count
+        let slot = slot(id)
+        guard count > counts[slot] else { return .rejected }
+        counts[slot] = count
         return .ok
     }
 

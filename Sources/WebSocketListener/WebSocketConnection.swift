@@ -75,6 +75,8 @@ final class WebSocketConnection: Sendable {
                 if let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self) {
                     try pipeline.addHandler(WebSocketFrameWatch(writer: writer), position: .after(decoder.handler))
                     writer.startPinging(every: .seconds(Int64(pingInterval)))
+                } else {
+                    logger.warning("websocket pipeline has no frame decoder; keepalive pings are off for this connection")
                 }
             }
             return connection
