@@ -71,6 +71,15 @@ def free_port_pair() -> int:
     raise AssertionError("no free UDP+TCP port")
 
 
+def tcp_port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -721,7 +730,10 @@ class Baresip:
         self.dir = Path(tmp) / f"baresip-{user}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user, self.domain = user, domain
+        # baresip also listens for SIP TLS (TCP) on sip_port+1: that one must be free too
         self.sip_port = free_port_pair()
+        while not tcp_port_free(self.sip_port + 1):
+            self.sip_port = free_port_pair()
         # baresip also listens for SIP TLS on sip_port+1: keep ctrl_tcp away from it
         self.ctrl_port = free_port_pair()
         while self.ctrl_port in (self.sip_port, self.sip_port + 1):
