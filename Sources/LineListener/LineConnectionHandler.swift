@@ -123,6 +123,8 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             SwitchboardMetrics.reject(.line, reason: .idleTimeout)
             closeWithError(.idleTimeout, "no input for \(shared.settings.idleTimeoutSeconds) seconds")
         } else if let channelEvent = event as? ChannelEvent, channelEvent == .inputClosed {
+            // Closing already: the client has read our goodbye and closed its side too.
+            if closing { context.close(promise: nil); return }
             // The client sent its last line: run what is held, answer it, then close.
             inputClosed = true
             pump()
@@ -552,9 +554,7 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         guard let context else { return }
         let buffer = out
         out = context.channel.allocator.buffer(capacity: 0)
-        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        context.writeAndCloseLingering(wrapOutboundOut(buffer))
     }
 
     /// After QUIT or on shutdown: once every reply the client is owed went out, close

@@ -918,14 +918,14 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         return false
     }
 
+    /// Sends what is pending plus `trailer`, then closes the stream so that the peer reads all
+    /// of it (RFC 6120 §4.4: the peer may still be sending; its input is read and dropped).
     private func flushAndClose(trailer: String = "") {
         guard let context else { return }
         out.writeString(trailer)
         let buffer = out
         out = context.channel.allocator.buffer(capacity: 0)
-        context.writeAndFlush(wrapOutboundOut(buffer)).assumeIsolated().whenComplete { _ in
-            context.close(promise: nil)
-        }
+        context.writeAndCloseLingering(wrapOutboundOut(buffer))
     }
 }
 

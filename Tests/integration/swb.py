@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import select
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import tomllib
@@ -29,6 +31,57 @@ CLI_TIMEOUT = 60.0
 USERS = {"alice": "alice-pw", "bob": "bob-pw", "carol": "carol-pw"}
 
 MSG_RE = re.compile(r"^MSG (\S+) (\d+) (-?\d+) (\S+) (\S+)(?: (.*))?$", re.S)
+
+
+# --------------------------------------------------------------------------------------------
+# Sockets
+
+
+@dataclass
+class Exchange:
+    received: bytes
+    eof: bool        # the server closed its side (FIN, or TLS close_notify)
+    reset: bool      # the connection was reset (what was in flight to us may be lost)
+
+
+def send_while_reading(sock: socket.socket, data: bytes, timeout: float, chunk: int = 1 << 16) -> Exchange:
+    """Sends `data` while reading what the server answers, until the server closes the
+    connection or `timeout` passes; a server that stops listening is not an error here.
+
+    One thread does both: an ssl.SSLSocket must not be read and written from two threads at
+    once (OpenSSL's SSL object is not thread-safe; a concurrent read can report a bogus EOF)."""
+    received = bytearray()
+    deadline = time.monotonic() + timeout
+    sent = 0
+    eof = reset = False
+    sock.setblocking(False)
+    try:
+        while time.monotonic() < deadline:
+            try:
+                got = sock.recv(1 << 16)
+                if not got:
+                    eof = True
+                    break
+                received.extend(got)
+                continue
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                pass
+            except ConnectionResetError:
+                eof = reset = True
+                break
+            want_write = sent < len(data)
+            if want_write:
+                try:
+                    sent += sock.send(data[sent:sent + chunk])
+                    continue
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    sent = len(data)
+            select.select([sock], [sock] if want_write else [], [], 0.05)
+    finally:
+        sock.setblocking(True)
+    return Exchange(bytes(received), eof, reset)
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Bad input is answered with ERR and never disturbs the other connections."""
 
 import re
+import socket
 import time
 
 import pytest
 
-from swb import assert_chat_works, expect_err
+from swb import assert_chat_works, expect_err, send_while_reading
 
 
 @pytest.fixture
@@ -170,6 +171,21 @@ def test_flood_is_refused_then_disconnected(server):
     # Others are unaffected.
     assert_chat_works(b, c)
     assert_chat_works(c, b)
+
+
+@pytest.mark.server_config(line={"rate_per_second": 5, "rate_burst": 5})
+def test_flood_goodbye_reaches_a_client_that_keeps_sending(server):
+    """A flooder that never stops to read still gets `ERR flood` and an orderly close: the
+    server shuts its side and drains, rather than a reset that would discard the ERR."""
+    s = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        x = send_while_reading(s, b"PING x\n" * 150_000, timeout=30)
+    finally:
+        s.close()
+    lines = x.received.decode().splitlines()
+    assert x.eof, f"not closed; last lines {lines[-3:]}"
+    assert not x.reset, f"connection reset; last lines {lines[-3:]}"
+    assert lines and lines[-1].startswith("ERR flood"), lines[-3:]
 
 
 @pytest.mark.server_config(line={"idle_timeout_seconds": 2})

@@ -39,7 +39,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable
 
-from swb import READ_TIMEOUT, USERS
+from swb import READ_TIMEOUT, USERS, send_while_reading
 
 import slixmpp  # noqa: E402
 
@@ -659,24 +659,13 @@ class RawXMPP:
     def send(self, data: bytes | str) -> None:
         self.sock.sendall(data.encode("utf-8") if isinstance(data, str) else data)
 
-    def try_send(self, data: bytes, chunk: int = 1 << 16, timeout: float = 30.0) -> tuple[int, str | None]:
-        """Sends as much of `data` as the server takes; returns (bytes sent, error) — the server
-        may close the connection in the middle, which is not a failure here."""
-        sent = 0
-        deadline = time.monotonic() + timeout
-        while sent < len(data):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return sent, "timeout"
-            self.sock.settimeout(remaining)
-            try:
-                n = self.sock.send(data[sent:sent + chunk])
-            except (BrokenPipeError, ConnectionResetError) as e:
-                return sent, type(e).__name__
-            except socket.timeout:
-                return sent, "timeout"
-            sent += n
-        return sent, None
+    def send_while_reading(self, data: bytes, timeout: float) -> tuple[bytes, bool]:
+        """Sends `data` while reading the answer (swb.send_while_reading) until the server
+        closes; returns (everything received, closed)."""
+        x = send_while_reading(self.sock, data, timeout)
+        self.buf.extend(x.received)
+        self.eof, self.reset = x.eof, x.reset
+        return bytes(self.buf), x.eof
 
     def _recv_some(self, deadline: float) -> bool:
         """One recv into buf; False at EOF/reset, raises TimeoutError at the deadline."""
