@@ -78,7 +78,7 @@ final class SIPCore {
         self.instance = String(rng.next() as UInt32, radix: 36)
         // Sized once for a busy server, so the table does not stop the loop to rehash while
         // it grows (completed UDP transactions stay 32 s: 64k is 1,000 registrations/s).
-        serverTransactions.reserveCapacity(1 << 16)
+        serverTransactions.reserveCapacity(min(1 << 16, settings.maxTransactions))
     }
 
     var bound: NIOLoopBound<SIPCore> { NIOLoopBound(self, eventLoop: loop) }
@@ -220,7 +220,7 @@ final class SIPCore {
             return
         }
         // A new server transaction, unless the table is full (a flood from many sources).
-        guard serverTransactions.count < Self.maxServerTransactions else {
+        guard serverTransactions.count < settings.maxTransactions else {
             SwitchboardMetrics.reject(.sip, reason: .rateLimited)
             var r = response(to: request, status: 503, warning: "too many transactions in progress")
             r.headers.add("Retry-After", "1")
@@ -246,6 +246,13 @@ final class SIPCore {
         guard extensionsSupported(request, key: key, headers: ["Proxy-Require"]) else { return }
         guard request.uri.isSIP else {
             respond(response(to: request, status: 416), server: key)
+            return
+        }
+        // A SIPS URI asks for TLS on every hop (RFC 3261 §26.2.2, RFC 5630); SIP here runs over
+        // UDP and TCP only, so honouring it is impossible and treating it as sip: would be a lie.
+        guard request.uri.scheme == "sip" else {
+            respond(response(to: request, status: 416, warning: "sips: needs TLS, which this server does not offer"),
+                    server: key)
             return
         }
         // RFC 3261 §16.4: a top Route naming us is removed; another Route is the next hop.
@@ -289,10 +296,6 @@ final class SIPCore {
 
     /// Option tags we implement (none beyond RFC 3261 and RFC 3428).
     static let supportedExtensions: Set<String> = []
-
-    /// Server transactions kept at once (a completed one stays 64·T1 over UDP); beyond this a
-    /// new request is answered 503 with Retry-After, statelessly.
-    static let maxServerTransactions = 1 << 18
 
     /// Answers 420 Bad Extension (with Unsupported) when `headers` name an option tag we lack.
     func extensionsSupported(_ request: SIPRequest, key: String, headers: [String]) -> Bool {
@@ -542,6 +545,12 @@ final class SIPCore {
             respond(response(to: request, status: 403, warning: "credentials of \(user) cannot act for \(expected)"), server: key)
             return
         }
+        // The credentials sign `uri`, which must name what is asked for (RFC 7616 §3.4.6):
+        // otherwise an answer captured for one Request-URI could be replayed for another.
+        guard Self.digestURI(credentials.uri, matches: request.uri) else {
+            respond(response(to: request, status: 400, warning: "the digest uri does not match the Request-URI"), server: key)
+            return
+        }
         withCredentials(of: user) { stored in
             guard let stored else { return challenge(self, false) }
             switch self.nonces.verify(credentials, method: request.method.rawValue, stored: stored, now: self.clock()) {
@@ -552,6 +561,14 @@ final class SIPCore {
                 challenge(self, false)
             }
         }
+    }
+
+    /// True when a digest `uri` names the Request-URI: the same text, or the same SIP URI
+    /// (scheme, user, host and port; case of the host and parameters aside).
+    static func digestURI(_ text: String, matches requestURI: SIPURI) -> Bool {
+        if text == requestURI.description { return true }
+        guard let uri = try? SIPURI(parsing: text) else { return false }
+        return uri.scheme == requestURI.scheme && uri.matchKey == requestURI.matchKey
     }
 
     // MARK: Housekeeping
@@ -572,7 +589,7 @@ final class SIPCore {
 // MARK: - Bookkeeping types
 
 /// A server transaction and what it answers. A class: the table moves only a reference when
-/// it grows, and holds up to ``SIPCore/maxServerTransactions`` of them.
+/// it grows, and holds up to `[sip] max_transactions` of them.
 final class ServerEntry {
     var transaction: ServerTransaction
     let peer: SIPPeer

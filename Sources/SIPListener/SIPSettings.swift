@@ -18,6 +18,9 @@ struct SIPSettings: Sendable {
     var maxBindingsPerUser: Int
     var timers: SIPTimers
     var deliveryWindow: Int
+    /// Server transactions kept at once (a completed one stays 64·T1 over UDP); beyond this a
+    /// new request is answered 503 with Retry-After, statelessly.
+    var maxTransactions: Int
     var ratePerSecond: Int
     var rateBurst: Int
     var maxBodyBytes: Int
@@ -39,6 +42,7 @@ struct SIPSettings: Sendable {
         timers = SIPTimers(t1: Int64(config.int("sip", "t1_ms")), t2: Int64(config.int("sip", "t2_ms")),
                            t4: Int64(config.int("sip", "t4_ms")))
         deliveryWindow = config.int("sip", "delivery_window")
+        maxTransactions = config.int("sip", "max_transactions")
         ratePerSecond = config.int("sip", "rate_per_second")
         rateBurst = config.int("sip", "rate_burst")
         maxBodyBytes = config.int("limits", "max_body_bytes")

@@ -127,6 +127,7 @@ public struct ConfigSchema: Sendable {
             Key("t2_ms", .int(100...60_000), .int(4000)),
             Key("t4_ms", .int(100...60_000), .int(5000)),
             Key("delivery_window", .int(1...1024), .int(32)),
+            Key("max_transactions", .int(16...4_194_304), .int(262_144)),
             Key("rate_per_second", .int(1...1_000_000), .int(1000)),
             Key("rate_burst", .int(1...1_000_000), .int(2000)),
         ]),

@@ -100,3 +100,18 @@ import SwitchboardCore
         #expect(issued.count == 1000)
     }
 }
+
+@Suite struct DigestURITests {
+    let requestURI = try! SIPURI(parsing: "sip:bob@localhost")
+
+    @Test(arguments: ["sip:bob@localhost", "sip:bob@LOCALHOST", "sip:bob@localhost:5060", "sip:bob@localhost;transport=udp"])
+    func theRequestURIMatches(_ uri: String) {
+        #expect(SIPCore.digestURI(uri, matches: requestURI))
+    }
+
+    @Test(arguments: ["sip:carol@localhost", "sip:bob@example.com", "sip:bob@localhost:5070", "sips:bob@localhost",
+                      "sip:localhost", "not a uri", ""])
+    func anotherResourceDoesNot(_ uri: String) {
+        #expect(!SIPCore.digestURI(uri, matches: requestURI))
+    }
+}

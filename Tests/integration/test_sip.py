@@ -171,6 +171,22 @@ def test_register_wrong_password_and_unknown_user(sserver, made):
     assert c.register(600).status == 200
 
 
+def test_digest_answer_must_be_for_the_request_uri(sserver, made):
+    """Credentials computed for another Request-URI are refused (400), even though they are
+    otherwise right; the same exchange with the right uri registers."""
+    c = ua(sserver, made, "alice")
+    data, _, cseq = c.build("REGISTER", f"sip:{DOMAIN}", headers=["Expires: 600"])
+    c.send_raw(data)
+    r = c.expect_response(None, cseq)
+    assert r.status == 401, r
+    elsewhere = c.authorization(r, "REGISTER", f"sip:bob@{DOMAIN}")
+    data, _, cseq = c.build("REGISTER", f"sip:{DOMAIN}", headers=["Expires: 600", elsewhere])
+    c.send_raw(data)
+    r = c.expect_response(None, cseq)
+    assert r.status == 400 and "digest uri" in (r.header("warning") or ""), r
+    assert c.register(600).status == 200
+
+
 def test_register_interval_rules(sserver, made):
     c = ua(sserver, made, "alice")
     r = c.register(30)
@@ -523,6 +539,26 @@ def test_udp_retransmissions_are_absorbed(sserver, made, tmp_path):
 # OPTIONS, errors, floods
 
 
+def test_transaction_table_is_capped_with_503(make_server, made):
+    """Completed UDP transactions linger 32 s to absorb retransmissions; past
+    `max_transactions` open ones, a new request gets a stateless 503 with Retry-After, and a
+    retransmission of an answered request still gets its answer."""
+    server = make_server(sip={"enabled": True, "max_transactions": 16})
+    c = ua(server, made, None)
+    first = None
+    statuses = []
+    for _ in range(20):
+        data, _, cseq = c.build("OPTIONS", f"sip:{DOMAIN}", to=f"sip:{DOMAIN}")
+        first = first or data
+        c.send_raw(data)
+        statuses.append(c.expect_response(None, cseq))
+    assert [r.status for r in statuses] == [200] * 16 + [503] * 4, [r.status for r in statuses]
+    assert statuses[-1].header("retry-after") == "1", statuses[-1]
+    assert "too many transactions" in (statuses[-1].header("warning") or ""), statuses[-1]
+    c.send_raw(first)                                  # absorbed by its completed transaction
+    assert c.expect_response(None, 1).status == 200
+
+
 def test_options_and_unsupported_method(sserver, made):
     c = registered(ua(sserver, made, "alice"))
     r = c.request("OPTIONS", f"sip:{DOMAIN}", to=f"sip:{DOMAIN}")
@@ -564,6 +600,9 @@ def test_bad_requests_get_their_4xx(sserver, made):
     assert r.status == 420 and "frobnication" in (r.header("unsupported") or ""), r
     r = send(f"MESSAGE http://example.invalid/ SIP/2.0", base + cseq, None)
     assert r.status == 416, r
+    # sips: would need TLS on every hop, which this server does not offer
+    r = send(f"MESSAGE sips:lobby@{CONF} SIP/2.0", base + cseq, None)
+    assert r.status == 416 and "TLS" in (r.header("warning") or ""), r
     # a CANCEL that matches no INVITE transaction
     r = send(f"CANCEL sip:bob@{DOMAIN} SIP/2.0",
              [h.replace(f"<sip:lobby@{CONF}>", f"<sip:bob@{DOMAIN}>") for h in base] + ["CSeq: 9 CANCEL"], None)
