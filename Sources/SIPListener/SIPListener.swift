@@ -192,6 +192,8 @@ final class SIPStreamHandler: ChannelInboundHandler {
     let core: NIOLoopBound<SIPCore>
     var framer: SIPStreamFramer
     var peer: SIPPeer?
+    /// A framing error ended the stream; the connection is closing.
+    var failed = false
 
     init(core: NIOLoopBound<SIPCore>, parser: SIPParser) {
         self.core = core
@@ -222,6 +224,7 @@ final class SIPStreamHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard !failed else { return }      // closing after a framing error: drained, not parsed
         let buffer = unwrapInboundIn(data)
         framer.append(buffer.readableBytesView)
         guard let peer else { return }
@@ -235,8 +238,11 @@ final class SIPStreamHandler: ChannelInboundHandler {
                 for message in parsed { core.value.receive(message, from: peer) }
                 core.value.receiveInvalid(error, looksLikeRequest: true, from: peer)
             }
-            // The stream cannot be resynchronised after a framing error.
-            context.eventLoop.scheduleTask(in: .milliseconds(50)) { [channel = context.channel] in channel.close(promise: nil) }
+            // The stream cannot be resynchronised after a framing error. The core's answer
+            // (400, 413…) is written from its loop; then the output side closes and what the
+            // peer still sends is drained, so no reset discards that answer.
+            failed = true
+            context.eventLoop.assumeIsolated().scheduleTask(in: .milliseconds(50)) { context.closeLingering() }
             return
         }
         guard !messages.isEmpty else { return }
