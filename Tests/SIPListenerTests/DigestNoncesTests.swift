@@ -57,9 +57,20 @@ import SwitchboardCore
         let old = nonces.makeNonce(now: 0)
         #expect(nonces.verify(answer(old, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
                               stored: credentials, now: 301_000) == .stale)
-        var other = DigestNonces(realm: realm, ttlSeconds: 300)   // another key
-        let forged = other.makeNonce(now: 0)
-        #expect(nonces.verify(answer(forged, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
+        var other = DigestNonces(realm: realm, ttlSeconds: 300)   // another server
+        let foreign = other.makeNonce(now: 0)
+        #expect(nonces.verify(answer(foreign, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .rejected)
+        // An issued nonce with its id kept but another tag (or another time) is not ours.
+        let parts = old.split(separator: ".")
+        let wrongTag = "\(parts[0]).\(parts[1]).\(String(repeating: "0", count: 16))"
+        #expect(nonces.verify(answer(wrongTag, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .rejected)
+        let shortTag = "\(parts[0]).\(parts[1]).\(parts[2].dropFirst())"
+        #expect(nonces.verify(answer(shortTag, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 10) == .rejected)
+        let unissued = "\(parts[0]).\(String(99, radix: 16)).\(parts[2])"
+        #expect(nonces.verify(answer(unissued, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
                               stored: credentials, now: 10) == .rejected)
     }
 
@@ -113,5 +124,17 @@ import SwitchboardCore
                       "sip:localhost", "not a uri", ""])
     func anotherResourceDoesNot(_ uri: String) {
         #expect(!SIPCore.digestURI(uri, matches: requestURI))
+    }
+}
+
+@Suite struct ToTagTests {
+    @Test(arguments: ["<sip:bob@localhost>;tag=abc", "<sip:bob@localhost>;TAG=abc", "bob <sip:bob@x>; x=1;;tag=9"])
+    func aTagIsFound(_ value: String) {
+        #expect(SIPCore.hasTagParameter(value))
+    }
+
+    @Test(arguments: ["<sip:bob@localhost>", "<sip:tag@localhost>;x=tag", "<sip:bob@localhost>;tagx=1", ""])
+    func noTagIsFound(_ value: String) {
+        #expect(!SIPCore.hasTagParameter(value))
     }
 }
