@@ -14,33 +14,71 @@ public struct SIPDigestCredentials: Hashable, Sendable {
     public var cnonce: String?
     public var opaque: String?
 
-    /// Parses `Digest username="alice", realm="x", …`. Unknown parameters are ignored.
+    /// Parses `Digest username="alice", realm="x", …`. Unknown parameters are ignored; a
+    /// repeated one is an error.
     public init(parsing text: String) throws(SIPParseError) {
-        // Scanned as UTF-8 bytes: every delimiter is ASCII, and Character-wise slicing
-        // (grapheme breaking) was most of a REGISTER's parsing time.
-        let bytes = Array(text.trimmingSIPWhitespace().utf8)
-        guard bytes.count > 7, zip(bytes[0..<6], "digest".utf8).allSatisfy({ $0 | 0x20 == $1 }),
-              bytes[6] == UInt8(ascii: " ") || bytes[6] == UInt8(ascii: "\t")
+        // One pass over the UTF-8 bytes: every delimiter is ASCII. Items are split at commas
+        // outside quotes and <…> (as SIPHeaders.splitList does), each `name=value` with the
+        // value unquoted and unescaped; an item without `=` is ignored.
+        let bytes = Array(text.utf8)
+        let isSpace = { (b: UInt8) in b == 32 || b == 9 }
+        var start = bytes.startIndex
+        while start < bytes.endIndex, isSpace(bytes[start]) { start += 1 }
+        guard bytes.endIndex - start > 7, zip(bytes[start..<start + 6], "digest".utf8).allSatisfy({ $0 | 0x20 == $1 }),
+              isSpace(bytes[start + 6])
         else { throw SIPParseError(code: "bad_authorization", message: "not a Digest authorization", status: 400) }
-        var params: [String: String] = [:]
-        for item in SIPHeaders.splitList(String(decoding: bytes[7...], as: UTF8.self)) {
-            let utf8 = Array(item.utf8)
-            guard let eq = utf8.firstIndex(of: UInt8(ascii: "=")) else { continue }
-            let name = String(decoding: utf8[..<eq], as: UTF8.self).trimmingSIPWhitespace().lowercased()
-            let raw = Array(String(decoding: utf8[(eq + 1)...], as: UTF8.self).trimmingSIPWhitespace().utf8)
-            let quoted = raw.count >= 2 && raw.first == UInt8(ascii: "\"") && raw.last == UInt8(ascii: "\"")
-            let value = quoted
-                ? String(decoding: raw[1..<(raw.count - 1)], as: UTF8.self).replacingEscapes()
-                : String(decoding: raw, as: UTF8.self)
-            guard params[name] == nil else {
-                throw SIPParseError(code: "bad_authorization", message: "repeated digest parameter \(name)", status: 400)
+        var fields = [String?](repeating: nil, count: Self.knownParameters.count)
+        var otherNames: [[UInt8]] = []
+        var item = start + 7
+        while item < bytes.endIndex {
+            // The item's end: the next comma outside quotes and angle brackets.
+            var end = item
+            var inQuotes = false, inAngle = false, escaped = false
+            while end < bytes.endIndex {
+                let byte = bytes[end]
+                if escaped {
+                    escaped = false
+                } else if inQuotes && byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inQuotes.toggle()
+                } else if !inQuotes && byte == UInt8(ascii: "<") {
+                    inAngle = true
+                } else if !inQuotes && byte == UInt8(ascii: ">") {
+                    inAngle = false
+                } else if !inQuotes && !inAngle && byte == UInt8(ascii: ",") {
+                    break
+                }
+                end += 1
             }
-            params[name] = value
+            defer { item = end + 1 }
+            guard let eq = bytes[item..<end].firstIndex(of: UInt8(ascii: "=")) else { continue }
+            let name = Self.trimmed(bytes, item..<eq).map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }
+            let raw = Self.trimmed(bytes, (eq + 1)..<end)
+            let value: String
+            if raw.count >= 2, raw.first == UInt8(ascii: "\""), raw.last == UInt8(ascii: "\"") {
+                value = Self.unescaped(raw.dropFirst().dropLast())
+            } else {
+                value = String(decoding: raw, as: UTF8.self)
+            }
+            if let slot = Self.knownParameters.firstIndex(where: { $0.elementsEqual(name) }) {
+                guard fields[slot] == nil else {
+                    throw SIPParseError(code: "bad_authorization",
+                                        message: "repeated digest parameter \(Self.parameterNames[slot])", status: 400)
+                }
+                fields[slot] = value
+            } else {
+                guard !otherNames.contains(where: { $0.elementsEqual(name) }) else {
+                    throw SIPParseError(code: "bad_authorization",
+                                        message: "repeated digest parameter \(String(decoding: name, as: UTF8.self))", status: 400)
+                }
+                otherNames.append(name)
+            }
         }
-        guard let username = params["username"], let realm = params["realm"], let nonce = params["nonce"],
-              let uri = params["uri"], let response = params["response"]
+        guard let username = fields[0], let realm = fields[1], let nonce = fields[2], let uri = fields[3],
+              let response = fields[4]
         else { throw SIPParseError(code: "bad_authorization", message: "digest authorization lacks a parameter", status: 400) }
-        guard let algorithm = SIPDigestAlgorithm(name: params["algorithm"] ?? "MD5") else {
+        guard let algorithm = SIPDigestAlgorithm(name: fields[5] ?? "MD5") else {
             throw SIPParseError(code: "bad_authorization", message: "unsupported digest algorithm", status: 400)
         }
         self.username = username
@@ -49,10 +87,40 @@ public struct SIPDigestCredentials: Hashable, Sendable {
         self.uri = uri
         self.response = response.lowercased()
         self.algorithm = algorithm
-        self.qop = params["qop"]
-        self.nc = params["nc"]
-        self.cnonce = params["cnonce"]
-        self.opaque = params["opaque"]
+        self.qop = fields[6]
+        self.nc = fields[7]
+        self.cnonce = fields[8]
+        self.opaque = fields[9]
+    }
+
+    /// The parameters read into fields, in slot order (lower case).
+    private static let parameterNames = ["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc",
+                                         "cnonce", "opaque"]
+    private static let knownParameters = parameterNames.map { Array($0.utf8) }
+
+    /// `bytes[range]` without leading and trailing spaces and tabs.
+    private static func trimmed(_ bytes: [UInt8], _ range: Range<Int>) -> ArraySlice<UInt8> {
+        var lower = range.lowerBound, upper = range.upperBound
+        while lower < upper, bytes[lower] == 32 || bytes[lower] == 9 { lower += 1 }
+        while upper > lower, bytes[upper - 1] == 32 || bytes[upper - 1] == 9 { upper -= 1 }
+        return bytes[lower..<upper]
+    }
+
+    /// The inside of a quoted string with `\x` turned into `x`.
+    private static func unescaped(_ bytes: ArraySlice<UInt8>) -> String {
+        guard bytes.contains(UInt8(ascii: "\\")) else { return String(decoding: bytes, as: UTF8.self) }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var escaped = false
+        for byte in bytes {
+            if escaped || byte != UInt8(ascii: "\\") {
+                out.append(byte)
+                escaped = false
+            } else {
+                escaped = true
+            }
+        }
+        return String(decoding: out, as: UTF8.self)
     }
 
     public init(
@@ -140,23 +208,6 @@ extension Sequence where Element == UInt8 {
             out.append(hexDigits[Int(b & 0xF)])
         }
         return String(decoding: out, as: UTF8.self)
-    }
-}
-
-extension String {
-    fileprivate func replacingEscapes() -> String {
-        guard utf8.contains(UInt8(ascii: "\\")) else { return self }
-        var out = ""
-        var escaped = false
-        for c in self {
-            if escaped || c != "\\" {
-                out.append(c)
-                escaped = false
-            } else {
-                escaped = true
-            }
-        }
-        return out
     }
 }
 

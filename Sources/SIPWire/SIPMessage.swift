@@ -325,12 +325,23 @@ enum SIPSerializer {
     static func writeHeaders(_ headers: SIPHeaders, bodyCount: Int, into out: inout [UInt8]) {
         for field in headers where !field.name.caseInsensitiveEquals("Content-Length") {
             // Only token characters in a name: nothing can end the line early.
-            for b in field.name.utf8 where isTokenByte(b) { out.append(b) }
+            appendFiltered(field.name.utf8, into: &out, keeping: isTokenByte)
             out.append(contentsOf: ": ".utf8)
             // A value never carries CR or LF onto the wire.
-            for b in field.value.utf8 where b != 13 && b != 10 { out.append(b) }
+            appendFiltered(field.value.utf8, into: &out) { $0 != 13 && $0 != 10 }
             out.append(contentsOf: "\r\n".utf8)
         }
         out.append(contentsOf: "Content-Length: \(bodyCount)\r\n\r\n".utf8)
+    }
+
+    /// Appends the bytes that pass `keep`: in one copy when all do (nearly always), byte by
+    /// byte otherwise.
+    @inline(__always)
+    private static func appendFiltered(_ bytes: String.UTF8View, into out: inout [UInt8], keeping keep: (UInt8) -> Bool) {
+        if bytes.allSatisfy(keep) {
+            out.append(contentsOf: bytes)
+        } else {
+            for b in bytes where keep(b) { out.append(b) }
+        }
     }
 }

@@ -81,7 +81,19 @@ import Testing
         #expect(c.username == "a" && c.realm == "r" && c.nonce == "n" && c.uri == "u" && c.response == "ff")
     }
 
+    @Test func quotedCommasEscapesAndStrayItems() throws {
+        let c = try SIPDigestCredentials(parsing: #"  Digest flag, username="a\"b", realm="r,s", nonce="n", "#
+            + #"uri="<sip:x@y>", response="AB", foo=1, cnonce="c\\d""#)
+        #expect(c.username == #"a"b"#)
+        #expect(c.realm == "r,s")
+        #expect(c.uri == "<sip:x@y>")
+        #expect(c.response == "ab")
+        #expect(c.cnonce == #"c\d"#)
+        #expect(c.qop == nil && c.nc == nil && c.opaque == nil)
+    }
+
     @Test(arguments: [
+        #"Digest username="a", foo=1, realm="r", nonce="n", uri="u", response="0", FOO=2"#,
         #"Digest username="a", username="b", realm="r", nonce="n", uri="u", response="0""#,
         #"Digest username="a", USERNAME="a", realm="r", nonce="n", uri="u", response="0""#,
         #"Digest username="a", realm="r", nonce="n", nonce="n", uri="u", response="0""#,
