@@ -31,26 +31,7 @@ public struct SIPDigestCredentials: Hashable, Sendable {
         var otherNames: [[UInt8]] = []
         var item = start + 7
         while item < bytes.endIndex {
-            // The item's end: the next comma outside quotes and angle brackets.
-            var end = item
-            var inQuotes = false, inAngle = false, escaped = false
-            while end < bytes.endIndex {
-                let byte = bytes[end]
-                if escaped {
-                    escaped = false
-                } else if inQuotes && byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: "\"") {
-                    inQuotes.toggle()
-                } else if !inQuotes && byte == UInt8(ascii: "<") {
-                    inAngle = true
-                } else if !inQuotes && byte == UInt8(ascii: ">") {
-                    inAngle = false
-                } else if !inQuotes && !inAngle && byte == UInt8(ascii: ",") {
-                    break
-                }
-                end += 1
-            }
+            let end = SIPHeaders.listItemEnd(in: bytes, from: item)
             defer { item = end + 1 }
             guard let eq = bytes[item..<end].firstIndex(of: UInt8(ascii: "=")) else { continue }
             let name = Self.trimmed(bytes, item..<eq).map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }

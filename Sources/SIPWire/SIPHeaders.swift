@@ -144,11 +144,24 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
             return whole.isEmpty ? [] : [whole]
         }
         var parts: [String] = []
-        var inQuotes = false, inAngle = false, escaped = false
         var start = utf8.startIndex
-        var index = utf8.startIndex
-        while index != utf8.endIndex {
-            let byte = utf8[index]
+        while true {
+            let end = listItemEnd(in: utf8, from: start)
+            // ASCII delimiters sit on character boundaries, so the UTF-8 index slices the string.
+            let part = String(value[start..<end]).trimmingSIPWhitespace()
+            if !part.isEmpty { parts.append(part) }
+            guard end != utf8.endIndex else { return parts }
+            start = utf8.index(after: end)
+        }
+    }
+
+    /// Where the list item starting at `start` ends: the first comma from there that is outside
+    /// quoted strings (with `\` escapes) and `<…>`, or `endIndex`.
+    static func listItemEnd<Bytes: Collection<UInt8>>(in bytes: Bytes, from start: Bytes.Index) -> Bytes.Index {
+        var inQuotes = false, inAngle = false, escaped = false
+        var index = start
+        while index != bytes.endIndex {
+            let byte = bytes[index]
             if escaped {
                 escaped = false
             } else if inQuotes && byte == UInt8(ascii: "\\") {
@@ -160,16 +173,11 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
             } else if !inQuotes && byte == UInt8(ascii: ">") {
                 inAngle = false
             } else if !inQuotes && !inAngle && byte == UInt8(ascii: ",") {
-                // ASCII delimiters sit on character boundaries, so the UTF-8 index slices the string.
-                let part = String(value[start..<index]).trimmingSIPWhitespace()
-                if !part.isEmpty { parts.append(part) }
-                start = utf8.index(after: index)
+                return index
             }
-            index = utf8.index(after: index)
+            index = bytes.index(after: index)
         }
-        let last = String(value[start..<utf8.endIndex]).trimmingSIPWhitespace()
-        if !last.isEmpty { parts.append(last) }
-        return parts
+        return index
     }
 }
 
