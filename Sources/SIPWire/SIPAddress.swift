@@ -128,10 +128,10 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
             paramsText = rest[semi...]
             rest = rest[..<semi]
         }
-        let hostport = String(decoding: rest.utf8.filter { $0 != 32 && $0 != 9 }, as: UTF8.self)
-        let probe = try SIPURI(parsing: "sip:" + hostport)
-        host = probe.host
-        port = probe.port
+        // LWS may sit around the colon of sent-by (RFC 3261 §25.1): dropped before parsing.
+        let hostport = rest.utf8.contains(where: { $0 == 32 || $0 == 9 })
+            ? Substring(String(decoding: rest.utf8.filter { $0 != 32 && $0 != 9 }, as: UTF8.self)) : rest
+        (host, port) = try SIPURI.parseHostPort(hostport)
         parameters = try [SIPParameter].parse(paramsText)
         if let branch = parameters[parameter: "branch"], branch.isEmpty { throw .syntax("empty Via branch") }
     }

@@ -134,28 +134,32 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
             hostport = rest[..<semi]
             parameters = try [SIPParameter].parse(rest[semi...], unescaping: true)
         }
+        (host, port) = try SIPURI.parseHostPort(hostport)
+    }
+
+    /// `host[:port]` (IPv6 references in brackets): the host lower-cased and checked, the port
+    /// 1–65535. Shared by URIs and the Via sent-by.
+    static func parseHostPort(_ hostport: Substring) throws(SIPParseError) -> (host: String, port: Int?) {
         if hostport.firstByte == UInt8(ascii: "[") {
             guard let close = hostport.byteIndex(of: UInt8(ascii: "]")) else { throw .syntax("bad IPv6 reference") }
-            host = hostport[...close].asciiLowercased
             let after = hostport[hostport.after(close)...]
-            if !after.isEmpty {
-                guard after.firstByte == UInt8(ascii: ":"), let p = after[after.after(after.startIndex)...].portNumber else {
-                    throw .syntax("bad port")
-                }
-                port = p
+            guard !after.isEmpty else { return (hostport[...close].asciiLowercased, nil) }
+            guard after.firstByte == UInt8(ascii: ":"), let p = after[after.after(after.startIndex)...].portNumber else {
+                throw .syntax("bad port")
             }
-        } else {
-            var hostText = hostport
-            if let c = hostport.byteIndex(of: UInt8(ascii: ":")) {
-                guard let p = hostport[hostport.after(c)...].portNumber else { throw .syntax("bad port") }
-                port = p
-                hostText = hostport[..<c]
-            }
-            guard !hostText.isEmpty, hostText.utf8.allSatisfy({
-                isAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
-            }) else { throw .syntax("bad host in URI") }
-            host = hostText.asciiLowercased
+            return (hostport[...close].asciiLowercased, p)
         }
+        var hostText = hostport
+        var port: Int?
+        if let c = hostport.byteIndex(of: UInt8(ascii: ":")) {
+            guard let p = hostport[hostport.after(c)...].portNumber else { throw .syntax("bad port") }
+            port = p
+            hostText = hostport[..<c]
+        }
+        guard !hostText.isEmpty, hostText.utf8.allSatisfy({
+            isAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
+        }) else { throw .syntax("bad host in URI") }
+        return (hostText.asciiLowercased, port)
     }
 
     public var description: String {

@@ -215,3 +215,23 @@ import Testing
         #expect(try request.expires() == 0)
     }
 }
+
+@Suite struct ViaSentByTests {
+    @Test(arguments: [
+        ("SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK1", "10.0.0.1", 5070),
+        ("SIP / 2.0 / tcp Host.Example.COM ;branch=z9hG4bK1", "host.example.com", nil),
+        ("SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bK1", "[2001:db8::1]", 5060),
+        ("SIP/2.0/UDP host : 5061;branch=z9hG4bK1", "host", 5061),
+    ] as [(String, String, Int?)])
+    func sentByIsParsed(_ text: String, _ host: String, _ port: Int?) throws {
+        let via = try SIPVia(parsing: text)
+        #expect(via.host == host)
+        #expect(via.port == port)
+    }
+
+    @Test(arguments: ["SIP/2.0/UDP user@host;branch=z9hG4bK1", "SIP/2.0/UDP host:0", "SIP/2.0/UDP host:99999",
+                      "SIP/2.0/UDP ho?st", "SIP/2.0/UDP [::1", "SIP/2.0/UDP ;branch=z9hG4bK1"])
+    func badSentByIsRejected(_ text: String) {
+        #expect(throws: SIPParseError.self) { try SIPVia(parsing: text) }
+    }
+}
