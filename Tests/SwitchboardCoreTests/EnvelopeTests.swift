@@ -62,6 +62,16 @@ import Testing
         #expect(RoomName("calls.alice")!.scope == .callLog(alice))
         #expect(RoomName("calls.a.b")!.scope == .invalidReserved)
         #expect(RoomName("dmz")!.scope == .group)
+        #expect(RoomName("dm")!.scope == .invalidReserved)
+        #expect(RoomName("calls")!.scope == .invalidReserved)
+        #expect(RoomName("dm.")!.scope == .invalidReserved)
+        #expect(RoomName("dm.alice.bob.carol")!.scope == .invalidReserved)
+        #expect(RoomName("dm..bob")!.scope == .invalidReserved)
+        #expect(RoomName("calls.")!.scope == .invalidReserved)
+        #expect(RoomName("dm.alice.alice")!.scope == .direct(alice, alice))
+        #expect(RoomName("dm.\(String(repeating: "a", count: 33)).bob")!.scope == .invalidReserved)
+        #expect(RoomName("lobby.dm")!.scope == .group)
+        #expect(RoomName("callsx.alice")!.scope == .group)
     }
 
     @Test func validationCatchesEachLimit() {
