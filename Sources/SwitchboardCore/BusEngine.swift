@@ -62,13 +62,15 @@ struct DedupCache {
     }
 
     private mutating func expire(_ room: RoomName, now: Int64) {
-        // Mutate the queue in place: copying it out of the dictionary would make
-        // every insert O(window).
-        while let first = order[room]?.first, order[room]!.count > maxPerRoom || now - first.ts > windowMillis {
-            order[room]!.removeFirst()
+        // The room is hashed once; its queue is mutated in place through the index (copying
+        // it out of the dictionary would make every insert O(window)).
+        guard let index = order.index(forKey: room) else { return }
+        while let first = order.values[index].first,
+              order.values[index].count > maxPerRoom || now - first.ts > windowMillis {
+            order.values[index].removeFirst()
             if acks[first.key]?.ts == first.ts { acks[first.key] = nil }
         }
-        if order[room]?.isEmpty == true { order[room] = nil }
+        if order.values[index].isEmpty { order.remove(at: index) }
     }
 }
 
