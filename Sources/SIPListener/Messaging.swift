@@ -402,16 +402,21 @@ extension SIPCore {
             deliveries[id] = DeliveryRef(user: member.user, room: room, seq: envelope.seq, generation: member.generation,
                                          remaining: contacts.count)
             for binding in contacts {
-                let request = makeMessage(envelope, to: member.user, contact: binding.contact.uri, over: binding.source.transport)
-                startClient(request, to: binding.source) { core, response in core.deliveryAnswered(id, response) }
+                let branch = newBranch()
+                let request = makeMessage(envelope, to: member.user, contact: binding.contact.uri,
+                                          over: binding.source.transport, branch: branch)
+                startClient(request, to: binding.source, key: Self.clientKey(branch: branch, method: .message)) { core, response in
+                    core.deliveryAnswered(id, response)
+                }
             }
         }
     }
 
     /// The MESSAGE that carries `envelope` to a member's contact.
-    func makeMessage(_ envelope: Envelope, to user: UserName, contact: SIPURI, over transport: SIPPeer.Transport) -> SIPRequest {
+    func makeMessage(_ envelope: Envelope, to user: UserName, contact: SIPURI, over transport: SIPPeer.Transport,
+                     branch: String) -> SIPRequest {
         var headers = SIPHeaders()
-        headers.add("Via", "SIP/2.0/\(transport.rawValue.uppercased()) \(hostPort);branch=\(newBranch());rport")
+        headers.add("Via", "SIP/2.0/\(transport.rawValue.uppercased()) \(hostPort);branch=\(branch);rport")
         headers.add("Max-Forwards", "70")
         let display = "\(envelope.from.display ?? envelope.from.user.rawValue) (\(envelope.from.via.rawValue))"
         let fromURI: SIPURI

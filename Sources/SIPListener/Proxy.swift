@@ -118,7 +118,7 @@ extension SIPCore {
             if recordRoute {
                 forwarded.headers.prepend("Record-Route", "<sip:\(hostPort);transport=\(peer.transport.rawValue);lr>")
             }
-            let clientKey = "\(branch)|\(request.method.rawValue)"
+            let clientKey = Self.clientKey(branch: branch, method: request.method)
             context.branches.append(ProxyBranch(clientKey: clientKey, request: forwarded, peer: peer))
             startClient(forwarded, to: peer, key: clientKey) { core, response in
                 core.branchResponded(key, clientKey: clientKey, response)

@@ -413,18 +413,29 @@ final class SIPCore {
 
     /// Starts a client transaction sending `request` to `peer`; `handler` gets each response
     /// (a timeout or unreachable peer arrives as a 408).
-    func startClient(_ request: SIPRequest, to peer: SIPPeer, key: String? = nil, handler: @escaping (SIPCore, SIPResponse) -> Void) {
-        guard let branch = (try? request.topVia())?.branch else { return }
-        let key = key ?? "\(branch)|\(request.method.rawValue)"
+    /// Starts a client transaction for `request`, keyed by `key` when the caller made the top
+    /// Via's branch (no need to parse it back), else by the branch found there.
+    func startClient(_ request: SIPRequest, to peer: SIPPeer, key givenKey: String? = nil,
+                     handler: @escaping (SIPCore, SIPResponse) -> Void) {
+        let key: String
+        if let given = givenKey {
+            key = given
+        } else {
+            guard let branch = (try? request.topVia())?.branch else { return }
+            key = Self.clientKey(branch: branch, method: request.method)
+        }
         var transaction = ClientTransaction(request: request, reliable: peer.isReliable, timers: settings.timers)
         let actions = transaction.start(now: clock())
         clientTransactions[key] = ClientEntry(transaction: transaction, peer: peer, handler: handler)
         performClient(actions, key: key)
     }
 
+    /// A client transaction's key: our branch and the method (RFC 3261 §17.1.3).
+    static func clientKey(branch: String, method: SIPMethod) -> String { "\(branch)|\(method.rawValue)" }
+
     func receiveResponse(_ response: SIPResponse, from peer: SIPPeer) {
         guard let via = try? response.topVia(), let branch = via.branch, let cseq = try? response.cseq() else { return }
-        let key = "\(branch)|\(cseq.method.rawValue)"
+        let key = Self.clientKey(branch: branch, method: cseq.method)
         guard var entry = clientTransactions[key] else {
             // A 2xx retransmission for an INVITE whose transaction is gone: forward it statelessly.
             if cseq.method == .invite, response.isSuccess { forwardStrayResponse(response) }
