@@ -51,7 +51,7 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
             }
             let inner = rest[rest.after(open)...]
             guard let close = inner.byteIndex(of: UInt8(ascii: ">")) else { throw .syntax("missing > in address") }
-            self.uri = try SIPURI(parsing: String(inner[..<close]))
+            self.uri = try SIPURI(parsing: inner[..<close])
             let after = inner[inner.after(close)...].trimmedSWS
             guard after.isEmpty || after.firstByte == UInt8(ascii: ";") else { throw .syntax("junk after address") }
             self.parameters = try [SIPParameter].parse(after)
@@ -61,7 +61,7 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
             let semi = rest.byteIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
             let uriText = rest[..<semi].trimmedSWS
             guard !uriText.containsByte(32), !uriText.containsByte(UInt8(ascii: ",")) else { throw .syntax("bad address") }
-            self.uri = try SIPURI(parsing: String(uriText))
+            self.uri = try SIPURI(parsing: uriText)
             self.parameters = try [SIPParameter].parse(rest[semi...])
         }
         self.displayName = displayName

@@ -63,35 +63,48 @@ public struct SIPParser: Sendable {
         guard let startLine = String(validating: first, as: UTF8.self) else { throw .syntax("start line is not UTF-8") }
 
         var fields: [SIPHeaders.Field] = []
-        var current: [UInt8] = []
-        func flush() throws(SIPParseError) {
-            guard !current.isEmpty else { return }
+        // The current field: its first line as a slice of the datagram, or a copy with its
+        // continuation lines folded in (rare), so that most fields are not copied here.
+        var pending: ArraySlice<UInt8>?
+        var folded: [UInt8]?
+        func addField(_ bytes: ArraySlice<UInt8>) throws(SIPParseError) {
             guard fields.count < limits.maxHeaders else {
                 throw .tooLarge("more than \(limits.maxHeaders) header fields")
             }
-            guard let colon = current.firstIndex(of: UInt8(ascii: ":")) else { throw .syntax("header line without a colon") }
+            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { throw .syntax("header line without a colon") }
             var nameEnd = colon
-            while nameEnd > 0, current[nameEnd - 1] == 32 || current[nameEnd - 1] == 9 { nameEnd -= 1 }
-            let nameBytes = current[0..<nameEnd]
+            while nameEnd > bytes.startIndex, bytes[nameEnd - 1] == 32 || bytes[nameEnd - 1] == 9 { nameEnd -= 1 }
+            let nameBytes = bytes[bytes.startIndex..<nameEnd]
             guard !nameBytes.isEmpty, nameBytes.allSatisfy(isTokenByte) else { throw .syntax("bad header name") }
-            guard let value = String(validating: current[(colon + 1)...], as: UTF8.self) else {
+            // The value without surrounding spaces and tabs, trimmed before it becomes a String.
+            var valueStart = colon + 1, valueEnd = bytes.endIndex
+            while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
+            while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
+            guard let value = String(validating: bytes[valueStart..<valueEnd], as: UTF8.self) else {
                 throw .syntax("header value is not UTF-8")
             }
             let name = String(decoding: nameBytes, as: UTF8.self)
-            fields.append(SIPHeaders.Field(name: SIPHeaders.canonicalName(name), value: value.trimmingSIPWhitespace()))
-            current.removeAll(keepingCapacity: true)
+            fields.append(SIPHeaders.Field(name: SIPHeaders.canonicalName(name), value: value))
+        }
+        func flush() throws(SIPParseError) {
+            if let folded { try addField(folded[...]) } else if let pending { try addField(pending) }
+            pending = nil
+            folded = nil
         }
         for line in lines.dropFirst() {
             guard line.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
             if let firstByte = line.first, firstByte == 32 || firstByte == 9 {
                 // A continuation line: folded into the previous field with one space.
-                guard !current.isEmpty else { throw .syntax("continuation line without a header") }
-                current.append(32)
-                current.append(contentsOf: line.drop(while: { $0 == 32 || $0 == 9 }))
-                guard current.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
+                if folded == nil {
+                    guard let pending else { throw .syntax("continuation line without a header") }
+                    folded = Array(pending)
+                }
+                folded!.append(32)
+                folded!.append(contentsOf: line.drop(while: { $0 == 32 || $0 == 9 }))
+                guard folded!.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
             } else {
                 try flush()
-                current.append(contentsOf: line)
+                if !line.isEmpty { pending = line }
             }
         }
         try flush()
@@ -116,12 +129,14 @@ public struct SIPParser: Sendable {
         }
         let method: SIPMethod
         do { method = try SIPMethod(parsing: String(parts[0])) } catch { throw error.with(headers: headers) }
-        guard parts[2].uppercased() == "SIP/2.0" else {
+        guard parts[2] == "SIP/2.0" || parts[2].uppercased() == "SIP/2.0" else {
             if parts[2].uppercased().hasPrefix("SIP/") { throw SIPParseError.version(String(parts[2])).with(headers: headers) }
             throw SIPParseError.syntax("bad SIP version").with(headers: headers)
         }
-        let uriText = String(parts[1])
-        guard !uriText.hasPrefix("<") else { throw SIPParseError.syntax("Request-URI in angle brackets").with(headers: headers) }
+        let uriText = parts[1]
+        guard uriText.firstByte != UInt8(ascii: "<") else {
+            throw SIPParseError.syntax("Request-URI in angle brackets").with(headers: headers)
+        }
         let uri: SIPURI
         do { uri = try SIPURI(parsing: uriText) } catch { throw error.with(headers: headers) }
         return .request(SIPRequest(method: method, uri: uri, headers: headers, body: body))

@@ -88,7 +88,12 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
     public var isSIP: Bool { scheme == "sip" || scheme == "sips" }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let text = Substring(text).trimmedSWS
+        try self.init(parsing: Substring(text))
+    }
+
+    /// Parses a URI inside a larger value (an address's `<…>`) without copying it out first.
+    init(parsing text: Substring) throws(SIPParseError) {
+        let text = text.trimmedSWS
         guard let colon = text.byteIndex(of: UInt8(ascii: ":")), colon != text.startIndex else {
             throw .syntax("URI without a scheme: \(text.prefix(64))")
         }
