@@ -3,14 +3,28 @@ import SwitchboardCore
 
 /// One registered contact of a user.
 struct Binding: Hashable {
-    var contact: SIPAddress
+    let contact: SIPAddress
     var source: SIPPeer
     var callID: String
     var cseq: UInt32
     var expiresAt: Int64
+    /// `contact.uri.matchKey` and `contact.uri.description`, made once: every REGISTER compares
+    /// the user's bindings by key and writes each contact into its 200 and its stored record.
+    let matchKey: String
+    let contactText: String
+
+    init(contact: SIPAddress, source: SIPPeer, callID: String, cseq: UInt32, expiresAt: Int64) {
+        self.contact = contact
+        self.source = source
+        self.callID = callID
+        self.cseq = cseq
+        self.expiresAt = expiresAt
+        self.matchKey = contact.uri.matchKey
+        self.contactText = contact.uri.description
+    }
 
     var record: (UserName) -> SIPBindingRecord {
-        { user in SIPBindingRecord(user: user, contact: contact.uri.description, source: source.description,
+        { user in SIPBindingRecord(user: user, contact: contactText, source: source.description,
                                    callID: callID, cseq: cseq, expiresAt: expiresAt) }
     }
 }
@@ -65,12 +79,12 @@ extension SIPCore {
                 }
                 expires = min(expires, settings.maxExpires)
                 let matchKey = contact.uri.matchKey
-                if let existing = current.first(where: { $0.contact.uri.matchKey == matchKey }),
+                if let existing = current.first(where: { $0.matchKey == matchKey }),
                    existing.callID == callID, existing.cseq >= cseq.number {
                     respond(response(to: request, status: 500, warning: "CSeq out of order"), server: key)
                     return
                 }
-                current.removeAll { $0.contact.uri.matchKey == matchKey }
+                current.removeAll { $0.matchKey == matchKey }
                 if expires > 0 {
                     var stored = contact
                     stored.parameters = []
@@ -87,14 +101,14 @@ extension SIPCore {
         let hadBindings = !previous.isEmpty
         // A new or removed contact is committed before the 200; a refresh of the same contacts
         // is written behind (within `bindingWriteBehindMillis`), like a usrloc write-back cache.
-        let refreshOnly = Set(previous.map(\.contact.uri.matchKey)) == Set(current.map(\.contact.uri.matchKey))
+        let refreshOnly = Set(previous.map(\.matchKey)) == Set(current.map(\.matchKey))
             && !current.isEmpty
         setBindings(current, of: user)
         persistBindings(of: user, durable: !refreshOnly) { core in
             var r = core.response(to: request, status: 200)
             for binding in current {
                 let remaining = max(0, (binding.expiresAt - now) / 1000)
-                r.headers.add("Contact", "<\(binding.contact.uri)>;expires=\(remaining)")
+                r.headers.add("Contact", "<\(binding.contactText)>;expires=\(remaining)")
             }
             core.respond(r, server: key)
             if !current.isEmpty {
@@ -109,12 +123,12 @@ extension SIPCore {
         for old in bindings[user] ?? [] {
             trustedSources[old.source]?.remove(user)
             if trustedSources[old.source]?.isEmpty == true { trustedSources[old.source] = nil }
-            if contactOwners[old.contact.uri.matchKey] == user { contactOwners[old.contact.uri.matchKey] = nil }
+            if contactOwners[old.matchKey] == user { contactOwners[old.matchKey] = nil }
         }
         bindings[user] = list.isEmpty ? nil : list
         for binding in list {
             trustedSources[binding.source, default: []].insert(user)
-            contactOwners[binding.contact.uri.matchKey] = user
+            contactOwners[binding.matchKey] = user
         }
     }
 
@@ -194,7 +208,7 @@ extension SIPCore {
     func bindingOwner(ofContact uri: SIPURI) -> (UserName, Binding)? {
         let key = uri.matchKey
         guard let user = contactOwners[key],
-              let binding = bindings[user]?.first(where: { $0.contact.uri.matchKey == key })
+              let binding = bindings[user]?.first(where: { $0.matchKey == key })
         else { return nil }
         return (user, binding)
     }
