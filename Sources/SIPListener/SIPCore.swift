@@ -412,9 +412,8 @@ final class SIPCore {
     // MARK: Client transactions
 
     /// Starts a client transaction sending `request` to `peer`; `handler` gets each response
-    /// (a timeout or unreachable peer arrives as a 408).
-    /// Starts a client transaction for `request`, keyed by `key` when the caller made the top
-    /// Via's branch (no need to parse it back), else by the branch found there.
+    /// (a timeout or unreachable peer arrives as a 408). It is keyed by `givenKey` when the
+    /// caller made the top Via's branch (no need to parse it back), else by the branch found there.
     func startClient(_ request: SIPRequest, to peer: SIPPeer, key givenKey: String? = nil,
                      handler: @escaping (SIPCore, SIPResponse) -> Void) {
         let key: String
