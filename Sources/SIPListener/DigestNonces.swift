@@ -6,7 +6,8 @@ import SwitchboardCore
 ///
 /// A nonce is `<issued ms>.<id>.<tag>`, with `id` counting the nonces this server issued and
 /// `tag` 64 random bits. For each of the newest `window` nonces a ring indexed by `id` keeps
-/// its tag (so a nonce the server did not issue is refused) and the highest `nc` accepted for
+/// its tag and issue time (so a nonce the server did not issue, or one with its time changed to
+/// live longer, is refused) and the highest `nc` accepted for
 /// it (so replays are refused; a nonce used without `qop` counts as `nc` 1, so it is
 /// single-use). Its age is checked against the TTL (an old one is `stale`).
 ///
@@ -31,7 +32,8 @@ public struct DigestNonces: Sendable {
     private var issued: UInt64 = 0
     /// The highest `nc` accepted per nonce, at `id % window`; 0 while unused.
     private var counts: [UInt64]
-    /// The random tag of the nonce at `id % window`.
+    /// The random tag of the nonce at `id % window`, XORed with its issue time (so neither
+    /// can be changed in a nonce the server gave out).
     private var tags: [UInt64]
     /// Random tags not handed out yet, refilled from the system CSPRNG a block at a time.
     private var pool: [UInt64] = []
@@ -55,7 +57,7 @@ public struct DigestNonces: Sendable {
         issued += 1
         let tag = randomTag()
         counts[slot(id)] = 0
-        tags[slot(id)] = tag
+        tags[slot(id)] = tag ^ UInt64(bitPattern: now)     // binds the issue time too
         return String(now, radix: 16) + "." + String(id, radix: 16) + "." + Self.hex16(tag)
     }
 
@@ -107,10 +109,10 @@ public struct DigestNonces: Sendable {
         guard parts.count == 3, let issuedAt = Int64(parts[0], radix: 16), let id = UInt64(parts[1], radix: 16),
               id < issued, parts[2].utf8.count == 16, let tag = UInt64(parts[2], radix: 16)
         else { return .rejected }
-        // In the ring the tag must be the one issued; a nonce pushed out of it is judged stale
+        // In the ring the tag and time must be the ones issued; a nonce pushed out of it is judged stale
         // below, once the response has shown that its sender knows the password.
         let inWindow = issued - id <= UInt64(window)
-        if inWindow, tags[slot(id)] != tag { return .rejected }
+        if inWindow, tags[slot(id)] != tag ^ UInt64(bitPattern: issuedAt) { return .rejected }
         if let qop = credentials.qop, qop != "auth" { return .rejected }
         let ha1 = credentials.algorithm == .md5 ? stored.digestHA1MD5 : stored.digestHA1SHA256
         let expected = credentials.algorithm.response(

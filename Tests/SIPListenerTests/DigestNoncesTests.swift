@@ -69,6 +69,9 @@ import SwitchboardCore
         let shortTag = "\(parts[0]).\(parts[1]).\(parts[2].dropFirst())"
         #expect(nonces.verify(answer(shortTag, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
                               stored: credentials, now: 10) == .rejected)
+        let later = "\(String(250_000, radix: 16)).\(parts[1]).\(parts[2])"     // a later issue time
+        #expect(nonces.verify(answer(later, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
+                              stored: credentials, now: 300_000) == .rejected)
         let unissued = "\(parts[0]).\(String(99, radix: 16)).\(parts[2])"
         #expect(nonces.verify(answer(unissued, algorithm: .sha256, opaque: nonces.opaque), method: "REGISTER",
                               stored: credentials, now: 10) == .rejected)
