@@ -92,6 +92,11 @@ extension WebSocketConnection {
 
         /// The connection is gone: drop the session reference.
         func detach() {
+            stopDelivering()
+        }
+
+        /// From here on nothing more goes out: no session events, no held replies, no pings.
+        private func stopDelivering() {
             closing = true
             session = nil
             held.removeAll()
@@ -193,12 +198,8 @@ extension WebSocketConnection {
         /// Writes `error`, then closes the WebSocket with `code` (once).
         func close(_ error: SwitchboardError, code: WebSocketErrorCode) {
             guard !closing else { return }
-            closing = true
             if error.code == .slowConsumer { logger.warning("websocket session dropped as a slow consumer") }
-            session = nil
-            held.removeAll()
-            nextPing?.cancel()
-            nextPing = nil
+            stopDelivering()
             write(ServerFrame.error(error))
             flush()
             // The error frame is in the pipeline already; Hummingbird's writer hops to

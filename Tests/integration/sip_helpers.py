@@ -730,11 +730,11 @@ class Baresip:
         self.dir = Path(tmp) / f"baresip-{user}"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.user, self.domain = user, domain
-        # baresip also listens for SIP TLS (TCP) on sip_port+1: that one must be free too
+        # baresip also listens for SIP TLS (TCP) on sip_port+1: that port must be free too,
+        # and ctrl_tcp must stay away from it
         self.sip_port = free_port_pair()
         while not tcp_port_free(self.sip_port + 1):
             self.sip_port = free_port_pair()
-        # baresip also listens for SIP TLS on sip_port+1: keep ctrl_tcp away from it
         self.ctrl_port = free_port_pair()
         while self.ctrl_port in (self.sip_port, self.sip_port + 1):
             self.ctrl_port = free_port_pair()
