@@ -115,6 +115,14 @@ public final class SQLiteStore: HistoryStore, RoomStore, AccountStore, Sendable 
         return true
     }
 
+    /// Sets the writer's `wal_autocheckpoint` (see ``WALSyncer``): after a commit that
+    /// leaves at least `frames` pages in the log, the writer checkpoints it itself.
+    func setWriterAutocheckpoint(frames: Int) throws {
+        try pool.writeWithoutTransaction { db in
+            try db.execute(sql: "PRAGMA wal_autocheckpoint = \(frames)")
+        }
+    }
+
     /// Closes every connection; any later call fails. Optional: the connections also
     /// close when the store is released.
     public func close() throws {

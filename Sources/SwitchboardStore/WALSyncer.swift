@@ -5,14 +5,18 @@ import Synchronization
 import Glibc
 #endif
 
-/// Keeps the write-ahead log's dirty pages few by syncing it from a thread of its own.
+/// Keeps the write-ahead log's dirty pages few by syncing it from a thread of its own,
+/// and copies it back into the database file (checkpoints) from there too.
 ///
 /// With `synchronous = NORMAL` SQLite never syncs the WAL on commit; it syncs it
 /// (and the database file) inside the commit that triggers a checkpoint, on the
 /// bus's writer thread. That sync then flushes everything written since the last
 /// checkpoint, a few milliseconds during which every ack waits. Syncing the WAL
-/// every few milliseconds from here leaves the checkpoint little to flush.
-/// It takes no SQLite lock and only adds syncs, so durability is unchanged.
+/// every few milliseconds from here leaves the checkpoint little to flush, and
+/// running most checkpoints here (``WALCheckpoint``, passive: it never blocks the
+/// writer) takes the copy and the database file's sync out of the commits as well.
+/// The syncs take no SQLite lock and only add syncs, and a checkpoint is the one
+/// SQLite would run, so durability is unchanged.
 ///
 /// An unchanged WAL (same size and modification time as at the last sync) is not
 /// synced again, and while it stays unchanged the thread polls less and less often
@@ -27,6 +31,10 @@ public final class WALSyncer: Sendable {
     private let interval: Duration
     private let minFrames: Int
     private let maxDelay: Duration
+    private let databasePath: String
+    private let checkpointFrames: Int
+    private let store: SQLiteStore
+    private let checkpoints = Atomic<Int>(0)
     private let stopping = Mutex(false)
     private let syncs = Atomic<Int>(0)
     private let wakeup = DispatchSemaphore(value: 0)
@@ -40,13 +48,25 @@ public final class WALSyncer: Sendable {
     ///     small commits is synced in one go instead of once per commit.
     ///   - maxDelay: A WAL written to is synced at the latest this long after the last sync,
     ///     however little was written.
+    ///   - checkpointFrames: Frames not yet copied back into the database file that make
+    ///     this thread run a passive checkpoint (``WALCheckpoint``); 0 leaves checkpoints
+    ///     to the writer. While it runs, the writer's own automatic checkpoint waits for
+    ///     ``writerCheckpointFrames`` instead of SQLite's 1,000: it is then the fallback
+    ///     that lets the log start over, since a log that is written to all the time is
+    ///     rarely found fully copied.
     public init(store: SQLiteStore, interval: Duration = .milliseconds(2), minFrames: Int = 16,
-                maxDelay: Duration = .seconds(1)) {
+                maxDelay: Duration = .seconds(1), checkpointFrames: Int = 1_000) {
         self.walPath = store.path + "-wal"
         self.shmPath = store.path + "-shm"
+        self.databasePath = store.path
         self.interval = interval
         self.minFrames = max(1, minFrames)
         self.maxDelay = maxDelay
+        self.checkpointFrames = max(0, checkpointFrames)
+        self.store = store
+        if checkpointFrames > 0 {
+            try? store.setWriterAutocheckpoint(frames: Self.writerCheckpointFrames)
+        }
         let thread = Thread { [self] in self.loop() }
         thread.name = "switchboard-walsync"
         thread.start()
@@ -55,6 +75,9 @@ public final class WALSyncer: Sendable {
     /// How many times the base interval the thread may sleep while the WAL is unchanged
     /// or changes by less than `minFrames` between looks.
     static let maxIdleBackoff = 64
+
+    /// The writer's `wal_autocheckpoint` while this thread checkpoints (32 MiB of 4 KiB pages).
+    public static let writerCheckpointFrames = 8_192
 
     private func loop() {
         let (seconds, attoseconds) = interval.components
@@ -66,6 +89,7 @@ public final class WALSyncer: Sendable {
         var syncedFrame: UInt32 = 0
         var lastSync = ContinuousClock.now
         var backoff = 1
+        var checkpointer: WALCheckpoint? = nil
         while !stopping.withLock({ $0 }) {
             _ = wakeup.wait(timeout: .now() + .nanoseconds(nanos * backoff))
             // Reopened about once a second: SQLite may remove and recreate the files.
@@ -85,7 +109,8 @@ public final class WALSyncer: Sendable {
                 continue
             }
             // Without a readable frame counter, every change counts as enough.
-            let frame = WALIndexHeader.lastFrame(shm: shm)
+            let frames = WALIndexHeader.frames(shm: shm)
+            let frame = frames?.last
             if let frame, let state, synced?.inode == state.inode {
                 // The WAL restarts from frame 1 after a checkpoint.
                 let written = frame >= syncedFrame ? Int(frame - syncedFrame) : Int(frame)
@@ -101,6 +126,17 @@ public final class WALSyncer: Sendable {
             synced = state
             syncedFrame = frame ?? 0
             lastSync = .now
+            // Copy the log back from here once enough of it waits, rather than in a commit.
+            if checkpointFrames > 0, let frames, frames.last >= frames.backfilled,
+               Int(frames.last - frames.backfilled) >= checkpointFrames {
+                if checkpointer == nil { checkpointer = WALCheckpoint(path: databasePath) }
+                if checkpointer?.run() == false { checkpointer = nil }
+                checkpoints.add(1, ordering: .relaxed)
+            }
+        }
+        checkpointer = nil
+        if checkpointFrames > 0 {
+            try? store.setWriterAutocheckpoint(frames: 1_000)
         }
         if fd >= 0 { close(fd) }
         if shm >= 0 { close(shm) }
@@ -109,6 +145,9 @@ public final class WALSyncer: Sendable {
 
     /// How many times the WAL has been synced so far.
     public var syncCount: Int { syncs.load(ordering: .relaxed) }
+
+    /// How many checkpoints this thread has run so far.
+    public var checkpointCount: Int { checkpoints.load(ordering: .relaxed) }
 
     /// Stops the thread. Idempotent.
     public func stop() {
@@ -140,18 +179,23 @@ struct WALState: Equatable {
     }
 }
 
-/// The frame counter of SQLite's WAL index (the `-shm` file; https://www.sqlite.org/walformat.html,
-/// "WAL-Index Header Format": `mxFrame`, a native-endian u32 at offset 16, valid when the
-/// `isInit` byte at offset 12 is 1). Read without locks: a torn read only changes when the
-/// next sync happens, never what SQLite writes.
+/// The frame counters of SQLite's WAL index (the `-shm` file; https://www.sqlite.org/walformat.html):
+/// `mxFrame` from the "WAL-Index Header Format", a native-endian u32 at offset 16, valid
+/// when the `isInit` byte at offset 12 is 1; `nBackfill`, the first u32 of the "Checkpoint
+/// Info" at offset 96. Read without locks: a torn read only changes when the next sync or
+/// checkpoint happens, never what SQLite writes.
 enum WALIndexHeader {
-    static func lastFrame(shm: Int32) -> UInt32? {
+    /// The log's last frame and how many of its frames are copied back into the database.
+    static func frames(shm: Int32) -> (last: UInt32, backfilled: UInt32)? {
         guard shm >= 0 else { return nil }
-        var header = (UInt64(0), UInt64(0), UInt64(0))  // the first 24 bytes
+        var header = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0),
+                      UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))  // the first 104 bytes
         let read = withUnsafeMutableBytes(of: &header) { pread(shm, $0.baseAddress, $0.count, 0) }
-        guard read == 24 else { return nil }
+        guard read == 104 else { return nil }
         return withUnsafeBytes(of: header) { bytes in
-            bytes[12] == 1 ? bytes.loadUnaligned(fromByteOffset: 16, as: UInt32.self) : nil
+            guard bytes[12] == 1 else { return nil }
+            return (bytes.loadUnaligned(fromByteOffset: 16, as: UInt32.self),
+                    bytes.loadUnaligned(fromByteOffset: 96, as: UInt32.self))
         }
     }
 }

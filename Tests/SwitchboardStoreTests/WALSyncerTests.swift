@@ -66,6 +66,44 @@ import Testing
         }
     }
 
+    /// Past `checkpointFrames` uncopied frames the syncer copies the log back into the
+    /// database from its own connection, nothing is lost, and the writer's automatic
+    /// checkpoint waits for `writerCheckpointFrames` meanwhile (SQLite's 1,000 again after stop()).
+    @Test func theSyncerCheckpointsTheLogOffTheWriter() async throws {
+        try await withStore { store, _ in
+            let syncer = WALSyncer(store: store, interval: .milliseconds(1), minFrames: 1, checkpointFrames: 20)
+            let whileRunning = try store.queryRaw("PRAGMA wal_autocheckpoint")
+            #expect(whileRunning == [[String(WALSyncer.writerCheckpointFrames)]])
+            func databaseBytes() -> Int {
+                ((try? FileManager.default.attributesOfItem(atPath: store.path))?[.size] as? Int) ?? 0
+            }
+            let before = databaseBytes()
+            for batch in 0..<40 {
+                try store.append((1...50).map { envelope("lobby", UInt64(batch * 50 + $0)) })
+            }
+            try await waitUntil { syncer.checkpointCount >= 1 }
+            // The writer's own checkpoint waits for 8,192 frames, far more than written here:
+            // only the syncer's checkpoint can have copied the rows into the database file.
+            try await waitUntil { databaseBytes() > before + 50 * 4096 }
+            syncer.stop()
+            let afterStop = try store.queryRaw("PRAGMA wal_autocheckpoint")
+            #expect(afterStop == [["1000"]])
+            #expect(try store.loadSequences()[room("lobby")] == 2_000)
+            let newest = try await store.messages(in: room("lobby"), before: nil, after: nil, limit: 2)
+            #expect(newest.map(\.seq) == [1_999, 2_000])
+        }
+    }
+
+    /// Without checkpoints of its own it leaves the writer's automatic checkpoint alone.
+    @Test func checkpointFramesZeroLeavesCheckpointsToTheWriter() async throws {
+        try await withStore { store, _ in
+            let syncer = WALSyncer(store: store, interval: .milliseconds(1), checkpointFrames: 0)
+            defer { syncer.stop() }
+            let setting = try store.queryRaw("PRAGMA wal_autocheckpoint")
+            #expect(setting == [["1000"]])
+        }
+    }
+
     /// The WAL index's frame counter, read at the offset SQLite documents, follows the commits.
     @Test func theFrameCounterGrowsWithCommits() async throws {
         try await withStore { store, _ in
@@ -73,10 +111,10 @@ import Testing
             let shm = open(store.path + "-shm", O_RDONLY)
             #expect(shm >= 0)
             defer { close(shm) }
-            let first = try #require(WALIndexHeader.lastFrame(shm: shm))
+            let first = try #require(WALIndexHeader.frames(shm: shm)?.last)
             #expect(first > 0)
             try store.append((2...200).map { envelope("lobby", UInt64($0)) })
-            let second = try #require(WALIndexHeader.lastFrame(shm: shm))
+            let second = try #require(WALIndexHeader.frames(shm: shm)?.last)
             #expect(second > first)
         }
     }
