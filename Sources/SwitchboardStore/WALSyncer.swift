@@ -127,8 +127,11 @@ public final class WALSyncer: Sendable {
             syncedFrame = frame ?? 0
             lastSync = .now
             // Copy the log back from here once enough of it waits, rather than in a commit.
-            if checkpointFrames > 0, let frames, frames.last >= frames.backfilled,
-               Int(frames.last - frames.backfilled) >= checkpointFrames {
+            // Close to the writer's own checkpoint, copy whatever waits: that checkpoint
+            // (the one that lets the log start over) then has almost nothing left to copy.
+            let nearWriterCheckpoint = Int(frames?.last ?? 0) >= Self.writerCheckpointFrames - checkpointFrames
+            if checkpointFrames > 0, let frames, frames.last > frames.backfilled,
+               Int(frames.last - frames.backfilled) >= (nearWriterCheckpoint ? 1 : checkpointFrames) {
                 if checkpointer == nil { checkpointer = WALCheckpoint(path: databasePath) }
                 if checkpointer?.run() == false { checkpointer = nil }
                 checkpoints.add(1, ordering: .relaxed)
