@@ -95,6 +95,8 @@ final class MQTTBridgeService: ListenerService, SessionSink {
     private let client = Mutex<MosquittoClient?>(nil)
     private let tap = Mutex<SessionHandle?>(nil)
     private let metrics = MQTTMetrics()
+    /// A ``scheduleFlush()`` is queued and has not started yet.
+    private let flushScheduled = Atomic<Bool>(false)
 
     private struct State {
         var connected = false
@@ -189,19 +191,20 @@ final class MQTTBridgeService: ListenerService, SessionSink {
         case .message(let message):
             receive(message)
         case .published(let mid):
-            let resendsDone = state.withLock { state -> Bool in
+            let more = state.withLock { state -> Bool in
                 // QoS 0 publishes are reported too; they were never tracked, so keep this bounded.
                 if state.inflight.remove(mid) == nil {
                     if state.earlyAcks.count > 1024 { state.earlyAcks.removeAll() }
                     state.earlyAcks.insert(mid)
                 }
-                guard state.awaitingResends, state.inflight.isEmpty else { return false }
-                state.awaitingResends = false
-                return true
+                if state.awaitingResends, state.inflight.isEmpty {
+                    state.awaitingResends = false
+                    return true
+                }
+                return !state.pending.isEmpty && state.inflight.count < Self.window
             }
             // A window slot is free (or the resends are through): publish what waits.
-            let more = resendsDone || state.withLock { !$0.pending.isEmpty && $0.inflight.count < Self.window }
-            if more { queue.async { self.flushPending() } }
+            if more { scheduleFlush() }
         }
     }
 
@@ -233,7 +236,7 @@ final class MQTTBridgeService: ListenerService, SessionSink {
         metrics.connected(true)
         logger.info(first ? "mqtt bridge connected" : "mqtt bridge reconnected", metadata: [
             "broker": "\(settings.options.host):\(settings.options.port)", "subscribed": "\(settings.inboundFilter)"])
-        queue.async { self.flushPending() }
+        scheduleFlush()
     }
 
     private func receive(_ message: MosquittoClient.Message) {
@@ -339,6 +342,16 @@ final class MQTTBridgeService: ListenerService, SessionSink {
         guard qos > 0 else { return }
         state.withLock { state in
             if state.earlyAcks.remove(mid) == nil { state.inflight.insert(mid) }
+        }
+    }
+
+    /// Runs ``flushPending()`` on `queue` soon. At saturation every PUBACK frees a window
+    /// slot; one scheduled flush takes all of them instead of one dispatch per PUBACK.
+    private func scheduleFlush() {
+        guard !flushScheduled.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        queue.async {
+            self.flushScheduled.store(false, ordering: .releasing)
+            self.flushPending()
         }
     }
 
