@@ -90,6 +90,9 @@ public final class WALSyncer: Sendable {
         var lastSync = ContinuousClock.now
         var backoff = 1
         var checkpointer: WALCheckpoint? = nil
+        // After a connection could not be opened or a checkpoint failed, wait before trying
+        // again (the writer's own checkpoint still bounds the log meanwhile).
+        var checkpointRetry = ContinuousClock.now
         while !stopping.withLock({ $0 }) {
             _ = wakeup.wait(timeout: .now() + .nanoseconds(nanos * backoff))
             // Reopened about once a second: SQLite may remove and recreate the files.
@@ -132,9 +135,17 @@ public final class WALSyncer: Sendable {
             let nearWriterCheckpoint = Int(frames?.last ?? 0) >= Self.writerCheckpointFrames - checkpointFrames
             if checkpointFrames > 0, let frames, frames.last > frames.backfilled,
                Int(frames.last - frames.backfilled) >= (nearWriterCheckpoint ? 1 : checkpointFrames) {
-                if checkpointer == nil { checkpointer = WALCheckpoint(path: databasePath) }
-                if checkpointer?.run() == false { checkpointer = nil }
-                checkpoints.add(1, ordering: .relaxed)
+                if checkpointer == nil, ContinuousClock.now >= checkpointRetry {
+                    checkpointer = WALCheckpoint(path: databasePath)
+                    if checkpointer == nil { checkpointRetry = .now + .seconds(1) }
+                }
+                if let ran = checkpointer?.run() {
+                    checkpoints.add(1, ordering: .relaxed)
+                    if !ran {
+                        checkpointer = nil
+                        checkpointRetry = .now + .seconds(1)
+                    }
+                }
             }
         }
         checkpointer = nil
