@@ -116,7 +116,7 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
             throw .syntax("bad Via protocol")
         }
         let third = afterName[afterName.after(slash2)...].trimmedSWS
-        guard let space = third.utf8.firstIndex(where: { $0 == 32 || $0 == 9 }) else { throw .syntax("bad Via") }
+        guard let space = third.utf8.firstIndex(where: \.isSIPWhitespace) else { throw .syntax("bad Via") }
         let transportText = third[..<space]
         guard !transportText.isEmpty, transportText.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "-") }) else {
             throw .syntax("bad Via transport")
@@ -129,7 +129,7 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
             rest = rest[..<semi]
         }
         // LWS may sit around the colon of sent-by (RFC 3261 §25.1): dropped before parsing.
-        let hostport = rest.utf8.contains(where: { $0 == 32 || $0 == 9 })
+        let hostport = rest.utf8.contains(where: \.isSIPWhitespace)
             ? Substring(String(decoding: rest.utf8.filter { $0 != 32 && $0 != 9 }, as: UTF8.self)) : rest
         (host, port) = try SIPURI.parseHostPort(hostport)
         parameters = try [SIPParameter].parse(paramsText)
@@ -153,7 +153,7 @@ public struct SIPCSeq: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let parts = Substring(text).utf8.split(whereSeparator: { $0 == 32 || $0 == 9 }).map { Substring($0) }
+        let parts = Substring(text).utf8.split(whereSeparator: \.isSIPWhitespace).map { Substring($0) }
         guard parts.count == 2, let n = parseDecimal(parts[0]), n <= Int(UInt32.max) else {
             throw .missingHeader("CSeq")
         }

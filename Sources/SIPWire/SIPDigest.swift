@@ -21,11 +21,9 @@ public struct SIPDigestCredentials: Hashable, Sendable {
         // outside quotes and <…> (as SIPHeaders.splitList does), each `name=value` with the
         // value unquoted and unescaped; an item without `=` is ignored.
         let bytes = Array(text.utf8)
-        let isSpace = { (b: UInt8) in b == 32 || b == 9 }
-        var start = bytes.startIndex
-        while start < bytes.endIndex, isSpace(bytes[start]) { start += 1 }
+        let start = bytes[...].trimmingSIPWhitespace().startIndex
         guard bytes.endIndex - start > 7, zip(bytes[start..<start + 6], "digest".utf8).allSatisfy({ $0 | 0x20 == $1 }),
-              isSpace(bytes[start + 6])
+              bytes[start + 6].isSIPWhitespace
         else { throw SIPParseError(code: "bad_authorization", message: "not a Digest authorization", status: 400) }
         var fields = [String?](repeating: nil, count: Self.knownParameters.count)
         var otherNames: [[UInt8]] = []
@@ -34,8 +32,8 @@ public struct SIPDigestCredentials: Hashable, Sendable {
             let end = SIPHeaders.listItemEnd(in: bytes, from: item)
             defer { item = end + 1 }
             guard let eq = bytes[item..<end].firstIndex(of: UInt8(ascii: "=")) else { continue }
-            let name = Self.trimmed(bytes, item..<eq).map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }
-            let raw = Self.trimmed(bytes, (eq + 1)..<end)
+            let name = bytes[item..<eq].trimmingSIPWhitespace().map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }
+            let raw = bytes[(eq + 1)..<end].trimmingSIPWhitespace()
             let value: String
             if raw.count >= 2, raw.first == UInt8(ascii: "\""), raw.last == UInt8(ascii: "\"") {
                 value = Self.unescaped(raw.dropFirst().dropLast())
@@ -78,14 +76,6 @@ public struct SIPDigestCredentials: Hashable, Sendable {
     private static let parameterNames = ["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc",
                                          "cnonce", "opaque"]
     private static let knownParameters = parameterNames.map { Array($0.utf8) }
-
-    /// `bytes[range]` without leading and trailing spaces and tabs.
-    private static func trimmed(_ bytes: [UInt8], _ range: Range<Int>) -> ArraySlice<UInt8> {
-        var lower = range.lowerBound, upper = range.upperBound
-        while lower < upper, bytes[lower] == 32 || bytes[lower] == 9 { lower += 1 }
-        while upper > lower, bytes[upper - 1] == 32 || bytes[upper - 1] == 9 { upper -= 1 }
-        return bytes[lower..<upper]
-    }
 
     /// The inside of a quoted string with `\x` turned into `x`.
     private static func unescaped(_ bytes: ArraySlice<UInt8>) -> String {

@@ -194,11 +194,25 @@ extension String {
     func trimmingSIPWhitespace() -> String {
         let utf8 = self.utf8
         guard let first = utf8.first, let last = utf8.last else { return self }
-        let isSpace = { (b: UInt8) in b == 32 || b == 9 }
-        if !isSpace(first) && !isSpace(last) { return self }
-        guard let start = utf8.firstIndex(where: { !isSpace($0) }),
-              let end = utf8.lastIndex(where: { !isSpace($0) })
+        if !first.isSIPWhitespace && !last.isSIPWhitespace { return self }
+        guard let start = utf8.firstIndex(where: { !$0.isSIPWhitespace }),
+              let end = utf8.lastIndex(where: { !$0.isSIPWhitespace })
         else { return "" }
         return String(self[start...end])
+    }
+}
+
+extension UInt8 {
+    /// A space or a tab: SIP's linear whitespace once continuation lines are unfolded.
+    var isSIPWhitespace: Bool { self == 32 || self == 9 }
+}
+
+extension ArraySlice<UInt8> {
+    /// Without leading and trailing spaces and tabs; indices stay those of the whole array.
+    func trimmingSIPWhitespace() -> ArraySlice<UInt8> {
+        var lower = startIndex, upper = endIndex
+        while lower < upper, self[lower].isSIPWhitespace { lower += 1 }
+        while upper > lower, self[upper - 1].isSIPWhitespace { upper -= 1 }
+        return self[lower..<upper]
     }
 }

@@ -72,15 +72,11 @@ public struct SIPParser: Sendable {
                 throw .tooLarge("more than \(limits.maxHeaders) header fields")
             }
             guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { throw .syntax("header line without a colon") }
-            var nameEnd = colon
-            while nameEnd > bytes.startIndex, bytes[nameEnd - 1] == 32 || bytes[nameEnd - 1] == 9 { nameEnd -= 1 }
-            let nameBytes = bytes[bytes.startIndex..<nameEnd]
+            // A line never starts with whitespace here (that is a continuation line).
+            let nameBytes = bytes[..<colon].trimmingSIPWhitespace()
             guard !nameBytes.isEmpty, nameBytes.allSatisfy(isTokenByte) else { throw .syntax("bad header name") }
             // The value without surrounding spaces and tabs, trimmed before it becomes a String.
-            var valueStart = colon + 1, valueEnd = bytes.endIndex
-            while valueStart < valueEnd, bytes[valueStart] == 32 || bytes[valueStart] == 9 { valueStart += 1 }
-            while valueEnd > valueStart, bytes[valueEnd - 1] == 32 || bytes[valueEnd - 1] == 9 { valueEnd -= 1 }
-            guard let value = String(validating: bytes[valueStart..<valueEnd], as: UTF8.self) else {
+            guard let value = String(validating: bytes[(colon + 1)...].trimmingSIPWhitespace(), as: UTF8.self) else {
                 throw .syntax("header value is not UTF-8")
             }
             let name = String(decoding: nameBytes, as: UTF8.self)
@@ -93,14 +89,14 @@ public struct SIPParser: Sendable {
         }
         for line in lines.dropFirst() {
             guard line.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
-            if let firstByte = line.first, firstByte == 32 || firstByte == 9 {
+            if let firstByte = line.first, firstByte.isSIPWhitespace {
                 // A continuation line: folded into the previous field with one space.
                 if folded == nil {
                     guard let pending else { throw .syntax("continuation line without a header") }
                     folded = Array(pending)
                 }
                 folded!.append(32)
-                folded!.append(contentsOf: line.drop(while: { $0 == 32 || $0 == 9 }))
+                folded!.append(contentsOf: line.drop(while: \.isSIPWhitespace))
                 guard folded!.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
             } else {
                 try flush()

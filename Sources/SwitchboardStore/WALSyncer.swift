@@ -31,7 +31,6 @@ public final class WALSyncer: Sendable {
     private let interval: Duration
     private let minFrames: Int
     private let maxDelay: Duration
-    private let databasePath: String
     private let checkpointFrames: Int
     private let store: SQLiteStore
     private let checkpoints = Atomic<Int>(0)
@@ -58,7 +57,6 @@ public final class WALSyncer: Sendable {
                 maxDelay: Duration = .seconds(1), checkpointFrames: Int = 1_000) {
         self.walPath = store.path + "-wal"
         self.shmPath = store.path + "-shm"
-        self.databasePath = store.path
         self.interval = interval
         self.minFrames = max(1, minFrames)
         self.maxDelay = maxDelay
@@ -136,7 +134,7 @@ public final class WALSyncer: Sendable {
             if checkpointFrames > 0, let frames, frames.last > frames.backfilled,
                Int(frames.last - frames.backfilled) >= (nearWriterCheckpoint ? 1 : checkpointFrames) {
                 if checkpointer == nil, ContinuousClock.now >= checkpointRetry {
-                    checkpointer = WALCheckpoint(path: databasePath)
+                    checkpointer = WALCheckpoint(path: store.path)
                     if checkpointer == nil { checkpointRetry = .now + .seconds(1) }
                 }
                 if let ran = checkpointer?.run() {
