@@ -31,14 +31,19 @@ struct APIError: HTTPResponseError {
     }
 
     func response(from request: Request, context: some RequestContext) throws -> Response {
+        var headers = headers
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: jsonBody)))
+    }
+
+    /// `{"error": {"code", "message"}}`.
+    var jsonBody: [UInt8] {
         var body: [UInt8] = Array(#"{"error":{"code":"#.utf8)
         JSONWriter.string(error.code.rawValue, into: &body)
         body.append(contentsOf: #","message":"#.utf8)
         JSONWriter.string(error.message, into: &body)
         body.append(contentsOf: "}}".utf8)
-        var headers = headers
-        headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
+        return body
     }
 }
 

@@ -1,5 +1,4 @@
 import DequeModule
-import HummingbirdWebSocket
 import ListenerSupport
 import Logging
 import NIOCore
@@ -7,195 +6,286 @@ import NIOWebSocket
 import Synchronization
 import SwitchboardCore
 
-/// What every connection of one listener shares.
-struct WebSocketShared: Sendable {
-    var bus: any MessageBus
-    var authenticator: PasswordAuthenticator
-    var accounts: any AccountStore
-    var tokens: BearerTokens
-    var settings: WebSocketSettings
-    var connections: ConnectionRegistry
-    var frameCaches: EnvelopeEncodingCacheTable
-    var logger: Logger
-    var clock: @Sendable () -> Int64
+/// What every connection of one listener shares (one instance: a connection keeps a reference).
+final class WebSocketShared: Sendable {
+    let bus: any MessageBus
+    let authenticator: PasswordAuthenticator
+    let accounts: any AccountStore
+    let tokens: BearerTokens
+    let settings: WebSocketSettings
+    let connections: ConnectionRegistry
+    let frameCaches: EnvelopeEncodingCacheTable
+    let wakeups: LoopWakeupTable
+    let logger: Logger
+    let clock: @Sendable () -> Int64
+
+    init(bus: any MessageBus, authenticator: PasswordAuthenticator, accounts: any AccountStore, tokens: BearerTokens,
+         settings: WebSocketSettings, connections: ConnectionRegistry, frameCaches: EnvelopeEncodingCacheTable,
+         wakeups: LoopWakeupTable, logger: Logger, clock: @escaping @Sendable () -> Int64) {
+        self.bus = bus
+        self.authenticator = authenticator
+        self.accounts = accounts
+        self.tokens = tokens
+        self.settings = settings
+        self.connections = connections
+        self.frameCaches = frameCaches
+        self.wakeups = wakeups
+        self.logger = logger
+        self.clock = clock
+    }
 }
 
-/// One `/ws` connection.
+/// One `/ws` connection: a channel handler right after SwiftNIO's WebSocket frame
+/// decoder, confined to the channel's event loop.
 ///
-/// Reading runs as a task over Hummingbird's inbound stream: each client frame
-/// is checked and run against the bus. Writing happens on the channel's event
-/// loop (``Writer``): replies, the session's outbox and history replays are
-/// written there straight into the channel and flushed once per burst, so a
-/// fan-out to thousands of connections costs one wakeup per event loop, not a
-/// task per connection. Only the closing handshake goes through Hummingbird's
-/// writer, which owns the WebSocket state machine.
-final class WebSocketConnection: Sendable {
-    let id: UInt64
+/// An idle connection is this handler, its ``Writer`` and the channel: no Swift
+/// task, no async stream. Client messages run against the bus in arrival order;
+/// the few that need an asynchronous lookup (a password check, a history page, a
+/// direct message's addressee) hold the messages behind them until they finish,
+/// and while messages wait the socket is not read, so TCP pushes back on the
+/// client. Writing (replies, the session's outbox, history replays, pings and
+/// the closing handshake) is the ``Writer``'s.
+final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = WebSocketFrame
+
+    /// A complete client message (the frames of a fragmented one joined).
+    private struct Message {
+        var binary: Bool
+        /// Nil when the message was larger than `max_message_bytes` (dropped while reading).
+        var payload: ByteBuffer?
+    }
+
     private let shared: WebSocketShared
-    private let eventLoop: any EventLoop
-    private let writer: NIOLoopBound<Writer>
-    private let drainer: NIOLoopBound<any OutboxDrainer>
-    private let wakeups: LoopWakeups
-    /// The authenticated session, for the reader (the writer keeps its own reference).
-    private let sessionBox = Mutex<SessionHandle?>(nil)
-    /// Uptime (ns) of the last frame from the client, for the idle timeout.
-    private let lastInput: Atomic<UInt64>
-    /// Resumed once the writer has sent the goodbye and the close frame.
-    private let goodbye = Goodbye()
-    private let logger: Logger
+    private let handle: WebSocketConnectionHandle
+    private let writer: Writer
+    private var context: ChannelHandlerContext?
+    private var session: SessionHandle?
+    private var limiter: TokenBucket
+    private var strikes = 0
+    private var authFailures = 0
+    /// The fragmented message being read, if any.
+    private var fragments: Message?
+    private var held: Deque<Message> = []
+    private var busyAsync = false
+    private var reading = true
+    /// No more client messages are run (closing, or closed).
+    private var stopped = false
+    private var tornDown = false
+    private var lastInput = NIODeadline.now()
+    /// When the next keepalive ping is due (nil: pings are off).
+    private var nextPing: NIODeadline?
+    /// One timer per connection, for whichever comes first: the idle timeout or the next ping.
+    private var timer: Scheduled<Void>?
 
     static let maxAuthFailures = 3
+    static let maxHeldMessages = 64
 
-    private init(id: UInt64, shared: WebSocketShared, channel: any Channel, outbound: WebSocketOutboundWriter,
-                 wakeups: LoopWakeups, logger: Logger) {
-        self.id = id
+    /// Adds a connection to an upgraded channel's pipeline (on its event loop).
+    static func install(on channel: any Channel, shared: WebSocketShared) throws {
+        let handle = WebSocketConnectionHandle(id: shared.connections.makeID(), eventLoop: channel.eventLoop)
+        let connection = WebSocketConnection(shared: shared, handle: handle, channel: channel)
+        try channel.pipeline.syncOperations.addHandler(connection)
+        handle.connection.value = connection
+        shared.connections.add(handle)
+    }
+
+    private init(shared: WebSocketShared, handle: WebSocketConnectionHandle, channel: any Channel) {
         self.shared = shared
-        self.eventLoop = channel.eventLoop
-        self.wakeups = wakeups
-        self.lastInput = Atomic(NIODeadline.now().uptimeNanoseconds)
-        self.logger = logger
-        let frames = shared.frameCaches.cache(for: channel.eventLoop)
-        let writer = Writer(channel: channel, outbound: outbound, bus: shared.bus, logger: logger, goodbye: goodbye, frames: frames)
-        self.writer = NIOLoopBound(writer, eventLoop: channel.eventLoop)
-        self.drainer = NIOLoopBound(writer, eventLoop: channel.eventLoop)
+        self.handle = handle
+        self.limiter = TokenBucket(rate: shared.settings.ratePerSecond, burst: shared.settings.rateBurst)
+        self.writer = Writer(channel: channel, shared: shared, frames: shared.frameCaches.cache(for: channel.eventLoop))
     }
 
-    /// Makes a connection on its channel's event loop (its writer lives there).
-    static func make(id: UInt64, shared: WebSocketShared, channel: any Channel, outbound: WebSocketOutboundWriter,
-                     wakeups: LoopWakeups, logger: Logger) async throws -> WebSocketConnection {
-        try await channel.eventLoop.submit {
-            let connection = WebSocketConnection(
-                id: id, shared: shared, channel: channel, outbound: outbound, wakeups: wakeups, logger: logger)
-            let pingInterval = shared.settings.pingIntervalSeconds
-            if pingInterval > 0 {
-                // Keepalive pings from the loop, not Hummingbird's auto-ping task (about 3 KiB
-                // per idle connection). Pongs are seen right after the frame decoder.
-                let pipeline = channel.pipeline.syncOperations
-                let writer = connection.writer.value
-                if let decoder = try? pipeline.context(handlerType: ByteToMessageHandler<WebSocketFrameDecoder>.self) {
-                    try pipeline.addHandler(WebSocketFrameWatch(writer: writer), position: .after(decoder.handler))
-                    writer.startPinging(every: .seconds(Int64(pingInterval)))
+    private var logger: Logger { shared.logger }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if shared.settings.pingIntervalSeconds > 0 { nextPing = .now() + pingInterval }
+        scheduleTimer()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        tearDown()
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        tearDown()
+        self.context = nil
+    }
+
+    private func tearDown() {
+        guard !tornDown else { return }
+        tornDown = true
+        handle.connection.value = nil
+        stopped = true
+        held.removeAll()
+        fragments = nil
+        timer?.cancel()
+        timer = nil
+        if let session {
+            shared.bus.closeSession(session)
+            self.session = nil
+        }
+        writer.detach()
+        shared.connections.remove(handle)
+        logger.debug("websocket connection closed", metadata: peer)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        lastInput = .now()
+        writer.frameArrived()
+        switch frame.opcode {
+        case .connectionClose:
+            receivedClose(frame)
+        case .ping:
+            writer.pong(frame.unmaskedData)
+        case .pong:
+            break
+        case .text, .binary:
+            guard frame.reservedBits.isEmpty, fragments == nil else { return protocolError() }
+            let fits = frame.length <= shared.settings.maxMessageBytes
+            read(frame, into: Message(binary: frame.opcode == .binary, payload: fits ? frame.unmaskedData : nil))
+        case .continuation:
+            guard frame.reservedBits.isEmpty, var message = fragments else { return protocolError() }
+            if let payload = message.payload {
+                if payload.readableBytes + frame.length > shared.settings.maxMessageBytes {
+                    message.payload = nil
                 } else {
-                    logger.warning("websocket pipeline has no frame decoder; keepalive pings are off for this connection")
+                    var data = frame.unmaskedData
+                    message.payload!.writeBuffer(&data)
                 }
             }
-            return connection
-        }.get()
-    }
-
-    var session: SessionHandle? { sessionBox.withLock { $0 } }
-
-    // MARK: Lifecycle
-
-    /// Serves the connection until the client leaves or the server closed it.
-    func run(inbound: WebSocketInboundStream) async {
-        // One task per connection (this one): the idle timeout is an event-loop timer and
-        // the writer lives on the loop, so an idle connection costs no extra tasks.
-        eventLoop.execute { self.scheduleIdleCheck() }
-        await readLoop(inbound)
-        let session = sessionBox.withLock { box in
-            defer { box = nil }
-            return box
-        }
-        if let session { shared.bus.closeSession(session) }
-        eventLoop.execute { self.writer.value.detach() }
-        logger.debug("websocket connection closed")
-    }
-
-    /// Sends `error` and closes with `code`; the first reason wins.
-    func requestClose(_ error: SwitchboardError, code: WebSocketErrorCode) {
-        eventLoop.execute { self.writer.value.close(error, code: code) }
-    }
-
-    private func reply(_ frame: [UInt8]) {
-        eventLoop.execute { self.writer.value.reply(frame) }
-    }
-
-    private func replyError(_ error: SwitchboardError, request: String?, room: String? = nil, clientID: String? = nil) {
-        SwitchboardMetrics.reject(.ws, reason: error.code)
-        reply(ServerFrame.error(error, request: request, room: room, clientID: clientID))
-    }
-
-    // MARK: Reading
-
-    private func readLoop(_ inbound: WebSocketInboundStream) async {
-        var limiter = TokenBucket(rate: shared.settings.ratePerSecond, burst: shared.settings.rateBurst)
-        var strikes = 0
-        var authFailures = 0
-        var message = ByteBuffer()
-        var messageOpcode: WebSocketDataFrame.Opcode = .text
-        var oversize = false
-        do {
-            for try await frame in inbound {
-                lastInput.store(NIODeadline.now().uptimeNanoseconds, ordering: .relaxed)
-                switch frame.opcode {
-                case .text, .binary:
-                    messageOpcode = frame.opcode
-                    message.clear()
-                    oversize = false
-                case .continuation:
-                    break
-                }
-                var data = frame.data
-                if !oversize {
-                    if message.readableBytes + data.readableBytes > shared.settings.maxMessageBytes {
-                        oversize = true
-                        message.clear()
-                    } else {
-                        message.writeBuffer(&data)
-                    }
-                }
-                guard frame.fin else { continue }
-
-                guard limiter.take(nowNanos: NIODeadline.now().uptimeNanoseconds) else {
-                    strikes += 1
-                    if strikes > shared.settings.rateBurst {
-                        SwitchboardMetrics.reject(.ws, reason: .flood)
-                        requestClose(SwitchboardError(.flood, "too many frames too fast; closing the connection"),
-                                     code: .policyViolation)
-                        // Ending here would let Hummingbird close first, with 1000.
-                        await goodbye.wait()
-                        return
-                    }
-                    replyError(SwitchboardError(.rateLimited, "more than \(shared.settings.ratePerSecond) frames per second; frame ignored"),
-                               request: nil)
-                    continue
-                }
-                strikes = 0
-                if oversize {
-                    replyError(SwitchboardError(.messageTooLarge, "message exceeds \(shared.settings.maxMessageBytes) bytes and was ignored"),
-                               request: nil)
-                    continue
-                }
-                if messageOpcode == .binary {
-                    replyError(SwitchboardError(.binaryNotSupported, "binary frames are not supported; send JSON text frames"),
-                               request: nil)
-                    continue
-                }
-                switch ClientFrame.decode(message) {
-                case .failure(let failure):
-                    replyError(failure.error, request: failure.op, room: failure.room, clientID: failure.clientID)
-                case .success(let request):
-                    if await handle(request, authFailures: &authFailures) == .stop {
-                        await goodbye.wait()
-                        return
-                    }
-                }
-            }
-        } catch {
-            logger.debug("websocket read ended", metadata: ["error": "\(error)"])
+            read(frame, into: message)
+        default:
+            protocolError()
         }
     }
 
-    private enum Outcome { case next, stop }
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { writer.drainOutbox() }
+        context.fireChannelWritabilityChanged()
+    }
 
-    private func handle(_ frame: ClientFrame, authFailures: inout Int) async -> Outcome {
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is ChannelShouldQuiesceEvent {
+            close(SwitchboardError(.shuttingDown, "server is shutting down"), code: .goingAway)
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("websocket connection error", metadata: peer.merging(["error": "\(error)"]) { $1 })
+        // NIO's protocol error handler (before this one) already sent the close frame
+        // for a frame the decoder refused, and closes once it is written.
+        if !(error is NIOWebSocketError) { context.close(promise: nil) }
+    }
+
+    // MARK: Reading messages
+
+    /// `message` holds `frame`'s data now: a final frame completes it.
+    private func read(_ frame: WebSocketFrame, into message: Message) {
+        guard frame.fin else {
+            fragments = message
+            return
+        }
+        fragments = nil
+        guard !stopped else { return }
+        held.append(message)
+        pump()
+    }
+
+    /// Runs held messages in order until one has to wait for an asynchronous lookup.
+    private func pump() {
+        while !stopped, !busyAsync, let message = held.popFirst() {
+            run(message)
+        }
+        updateReading()
+    }
+
+    private func updateReading() {
+        guard let context, !stopped else { return }
+        let wantRead = held.count < Self.maxHeldMessages
+        guard wantRead != reading else { return }
+        reading = wantRead
+        context.channel.setOption(.autoRead, value: wantRead).whenFailure { _ in }
+    }
+
+    private func run(_ message: Message) {
+        guard limiter.take(nowNanos: NIODeadline.now().uptimeNanoseconds) else {
+            strikes += 1
+            if strikes > shared.settings.rateBurst {
+                SwitchboardMetrics.reject(.ws, reason: .flood)
+                close(SwitchboardError(.flood, "too many frames too fast; closing the connection"), code: .policyViolation)
+                return
+            }
+            replyError(SwitchboardError(.rateLimited, "more than \(shared.settings.ratePerSecond) frames per second; frame ignored"),
+                       request: nil)
+            return
+        }
+        strikes = 0
+        guard let payload = message.payload else {
+            return replyError(SwitchboardError(.messageTooLarge, "message exceeds \(shared.settings.maxMessageBytes) bytes and was ignored"),
+                              request: nil)
+        }
+        guard !message.binary else {
+            return replyError(SwitchboardError(.binaryNotSupported, "binary frames are not supported; send JSON text frames"),
+                              request: nil)
+        }
+        switch ClientFrame.decode(payload) {
+        case .failure(let failure):
+            replyError(failure.error, request: failure.op, room: failure.room, clientID: failure.clientID)
+        case .success(let request):
+            perform(request)
+        }
+    }
+
+    /// The peer started or answered the closing handshake.
+    private func receivedClose(_ frame: WebSocketFrame) {
+        stopped = true
+        held.removeAll()
+        var data = frame.unmaskedData
+        let code: WebSocketErrorCode
+        switch data.readableBytes {
+        case 0:
+            code = .normalClosure
+        case 1:
+            code = .protocolError
+        default:
+            let received = data.readWebSocketErrorCode()
+            let reasonIsText = String(validating: data.readableBytesView, as: UTF8.self) != nil
+            code = received.map(Self.isValidCloseCode) == true && reasonIsText ? .normalClosure : .protocolError
+        }
+        writer.answerClose(code)
+    }
+
+    /// RFC 6455 §7.4: codes a peer may send in a close frame.
+    private static func isValidCloseCode(_ code: WebSocketErrorCode) -> Bool {
+        switch code {
+        case .unknown(let raw): (3000...4999).contains(raw) || [1012, 1013, 1014].contains(raw)
+        default: true
+        }
+    }
+
+    private func protocolError() {
+        stopped = true
+        held.removeAll()
+        SwitchboardMetrics.reject(.ws, reason: .badRequest)
+        writer.answerClose(.protocolError)
+    }
+
+    // MARK: Requests
+
+    private func perform(_ frame: ClientFrame) {
         switch frame.op {
         case "ping":
-            reply(ServerFrame.pong)
-            return .next
+            return reply(ServerFrame.pong)
         case "auth":
-            return await authenticate(frame, failures: &authFailures)
+            return authenticate(frame)
         default:
             break
         }
@@ -206,7 +296,7 @@ final class WebSocketConnection: Sendable {
             } else {
                 replyError(SwitchboardError(.unknownOp, "unknown op '\(frame.op)'"), request: frame.op)
             }
-            return .next
+            return
         }
         do throws(SwitchboardError) {
             switch frame.op {
@@ -217,13 +307,24 @@ final class WebSocketConnection: Sendable {
             case "leave":
                 try shared.bus.leave(session, room: try Self.room(frame.room))
             case "send":
-                try await send(frame, session: session)
+                try send(frame, session: session)
             case "history":
                 let room = try Self.room(frame.room)
                 let before = try Self.sequence(frame.before, field: "before")
                 let limit = try Self.limit(frame.limit)
-                let envelopes = try await shared.bus.history(of: room, reader: session.user, before: before, after: nil, limit: limit)
-                reply(ServerFrame.history(room, envelopes))
+                let bus = shared.bus
+                runAsync({ () async -> Result<[Envelope], SwitchboardError> in
+                    do throws(SwitchboardError) {
+                        return .success(try await bus.history(of: room, reader: session.user, before: before, after: nil, limit: limit))
+                    } catch {
+                        return .failure(error)
+                    }
+                }) { connection, result in
+                    switch result {
+                    case .success(let envelopes): connection.reply(ServerFrame.history(room, envelopes))
+                    case .failure(let error): connection.replyError(error, request: frame.op, room: frame.room)
+                    }
+                }
             case "occupants":
                 let room = try Self.room(frame.room)
                 try AccessRules.canRead(room, user: session.user)
@@ -236,72 +337,112 @@ final class WebSocketConnection: Sendable {
         } catch {
             replyError(error, request: frame.op, room: frame.room, clientID: frame.op == "send" ? frame.clientID : nil)
         }
-        return .next
     }
 
-    private func authenticate(_ frame: ClientFrame, failures: inout Int) async -> Outcome {
+    private func authenticate(_ frame: ClientFrame) {
         if let session {
-            replyError(SwitchboardError(.alreadyAuthenticated, "this connection is already authenticated as \(session.user)"),
-                       request: "auth")
-            return .next
+            return replyError(SwitchboardError(.alreadyAuthenticated, "this connection is already authenticated as \(session.user)"),
+                              request: "auth")
         }
-        var user: UserName?
-        var failure = SwitchboardError(.authFailed, "invalid user or password")
         if let token = frame.token {
             do {
-                user = try shared.tokens.verify(token, nowMillis: shared.clock())
+                finishAuthentication(try shared.tokens.verify(token, nowMillis: shared.clock()), failure: nil)
             } catch {
-                failure = SwitchboardError(.authFailed, error == .expired ? "the token has expired" : "the token is not valid")
+                finishAuthentication(nil, failure: error == .expired ? "the token has expired" : "the token is not valid")
             }
         } else if let name = frame.user, let password = frame.password {
-            user = await shared.authenticator.authenticate(user: name, password: password)
+            let authenticator = shared.authenticator
+            runAsync({ await authenticator.authenticate(user: name, password: password) }) { connection, user in
+                connection.finishAuthentication(user, failure: nil)
+            }
         } else {
             replyError(SwitchboardError(.badRequest, "auth needs 'user' and 'password', or 'token'"), request: "auth")
-            return .next
         }
+    }
+
+    private func finishAuthentication(_ user: UserName?, failure: String?) {
         guard let user else {
-            failures += 1
-            logger.info("websocket auth failed", metadata: ["failures": "\(failures)"])
-            if failures >= Self.maxAuthFailures {
+            authFailures += 1
+            let message = failure ?? "invalid user or password"
+            logger.info("websocket auth failed", metadata: peer.merging(["failures": "\(authFailures)"]) { $1 })
+            if authFailures >= Self.maxAuthFailures {
                 SwitchboardMetrics.reject(.ws, reason: .authFailed)
-                requestClose(SwitchboardError(.authFailed, "\(failure.message); too many failures, closing"), code: .policyViolation)
-                return .stop
+                close(SwitchboardError(.authFailed, "\(message); too many failures, closing"), code: .policyViolation)
+            } else {
+                replyError(SwitchboardError(.authFailed, message), request: "auth")
             }
-            replyError(failure, request: "auth")
-            return .next
+            return
         }
-        let sink = WebSocketSessionSink(connection: self, drainer: drainer, wakeups: wakeups)
+        let drainer = NIOLoopBound<any OutboxDrainer>(writer, eventLoop: handle.eventLoop)
+        let sink = WebSocketSessionSink(handle: handle, drainer: drainer,
+                                        wakeups: shared.wakeups.wakeups(for: handle.eventLoop))
         let session = shared.bus.openSession(user: user, display: nil, via: .ws, sink: sink)
-        sessionBox.withLock { $0 = session }
-        logger.info("websocket session authenticated", metadata: ["user": "\(user)"])
-        eventLoop.execute {
-            self.writer.value.reply(ServerFrame.authenticated(user))
-            self.writer.value.attach(session)
-        }
-        return .next
+        self.session = session
+        logger.info("websocket session authenticated", metadata: peer.merging(["user": "\(user)"]) { $1 })
+        writer.reply(ServerFrame.authenticated(user))
+        writer.attach(session)
     }
 
     private static let sendableKinds: Set<EnvelopeKind> = [.chat, .receipt, .reaction, .edit, .retract]
 
-    private func send(_ frame: ClientFrame, session: SessionHandle) async throws(SwitchboardError) {
+    private func send(_ frame: ClientFrame, session: SessionHandle) throws(SwitchboardError) {
         guard let body = frame.body else { throw SwitchboardError(.badRequest, "send needs a 'body'") }
         let kind = try Self.kind(frame.kind)
-        let room: RoomName
         switch (frame.room, frame.to) {
         case (let name?, nil):
-            room = try Self.room(name)
+            try publish(frame, room: try Self.room(name), kind: kind, body: body, session: session)
         case (nil, let name?):
             guard let user = UserName(name) else { throw SwitchboardError(.invalidUser, "'\(name)' is not a valid user name") }
-            guard (try? await shared.accounts.credentials(for: user)) != nil else {
-                throw SwitchboardError(.noSuchUser, "no user named \(user)")
+            let accounts = shared.accounts
+            runAsync({ (try? await accounts.credentials(for: user)) != nil }) { connection, exists in
+                do throws(SwitchboardError) {
+                    guard exists else { throw SwitchboardError(.noSuchUser, "no user named \(user)") }
+                    try connection.publish(frame, room: .direct(session.user, user), kind: kind, body: body, session: session)
+                } catch {
+                    connection.replyError(error, request: frame.op, room: frame.room, clientID: frame.clientID)
+                }
             }
-            room = .direct(session.user, user)
         default:
             throw SwitchboardError(.badRequest, "send needs exactly one of 'room' or 'to'")
         }
+    }
+
+    private func publish(_ frame: ClientFrame, room: RoomName, kind: EnvelopeKind, body: String,
+                         session: SessionHandle) throws(SwitchboardError) {
         let draft = EnvelopeDraft(room: room, from: session.sender, kind: kind, body: body,
                                   attrs: frame.attrs ?? [:], clientID: frame.clientID)
         try shared.bus.publish(draft, from: session)
+    }
+
+    /// Runs `work` off the event loop, then `then` back on it; no other message runs meanwhile.
+    private func runAsync<T: Sendable>(_ work: @escaping @Sendable () async -> T,
+                                       then: @escaping (WebSocketConnection, T) -> Void) {
+        guard let context else { return }
+        busyAsync = true
+        context.eventLoop.makeFutureWithTask { await work() }.assumeIsolated().whenSuccess { [self] result in
+            busyAsync = false
+            guard !stopped else { return }
+            then(self, result)
+            pump()
+        }
+    }
+
+    // MARK: Replies and closing
+
+    private func reply(_ frame: [UInt8]) {
+        writer.reply(frame)
+    }
+
+    private func replyError(_ error: SwitchboardError, request: String?, room: String? = nil, clientID: String? = nil) {
+        SwitchboardMetrics.reject(.ws, reason: error.code)
+        reply(ServerFrame.error(error, request: request, room: room, clientID: clientID))
+    }
+
+    /// Sends `error` and starts the closing handshake with `code`; the first reason wins.
+    func close(_ error: SwitchboardError, code: WebSocketErrorCode) {
+        stopped = true
+        held.removeAll()
+        writer.close(error, code: code)
     }
 
     // MARK: Field checks
@@ -339,35 +480,75 @@ final class WebSocketConnection: Sendable {
         return kind
     }
 
-    // MARK: Idle timeout
+    // MARK: Idle timeout and keepalive pings
 
-    /// Arms a timer for when the connection would have been idle for `idle_timeout_seconds`.
-    private func scheduleIdleCheck() {
-        let timeout = Int64(shared.settings.idleTimeoutSeconds) * 1_000_000_000
-        let deadline = NIODeadline.uptimeNanoseconds(lastInput.load(ordering: .relaxed)) + .nanoseconds(timeout)
-        eventLoop.scheduleTask(deadline: deadline) { [weak self] in self?.checkIdle() }
+    /// Log metadata naming the peer (made when logging: a logger per connection costs memory).
+    private var peer: Logger.Metadata {
+        ["peer": "\(context?.channel.remoteAddress.map { "\($0)" } ?? "?")"]
     }
 
-    private func checkIdle() {
-        let timeout = UInt64(shared.settings.idleTimeoutSeconds) * 1_000_000_000
-        guard NIODeadline.now().uptimeNanoseconds >= lastInput.load(ordering: .relaxed) + timeout else {
-            scheduleIdleCheck()
-            return
+    private var idleTimeout: TimeAmount { .seconds(Int64(shared.settings.idleTimeoutSeconds)) }
+    private var pingInterval: TimeAmount { .seconds(Int64(shared.settings.pingIntervalSeconds)) }
+
+    /// Arms the timer for the idle deadline or the next ping, whichever is first.
+    private func scheduleTimer() {
+        guard let context else { return }
+        var deadline = lastInput + idleTimeout
+        if let nextPing { deadline = min(deadline, nextPing) }
+        timer = context.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [weak self] in self?.timerFired() }
+    }
+
+    private func timerFired() {
+        guard !stopped else { return }
+        let now = NIODeadline.now()
+        if now >= lastInput + idleTimeout {
+            SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
+            return close(SwitchboardError(.idleTimeout, "no frame for \(shared.settings.idleTimeoutSeconds) seconds"),
+                         code: .normalClosure)
         }
-        SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
-        requestClose(SwitchboardError(.idleTimeout, "no frame for \(shared.settings.idleTimeoutSeconds) seconds"),
-                     code: .normalClosure)
+        if let due = nextPing, now >= due {
+            // A peer that sent no frame at all since the last ping, not even the pong, is gone.
+            if writer.awaitingPong {
+                SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
+                return close(SwitchboardError(.idleTimeout, "no answer to a ping in \(shared.settings.pingIntervalSeconds) s"),
+                             code: .goingAway)
+            }
+            writer.ping()
+            nextPing = now + pingInterval
+        }
+        scheduleTimer()
+    }
+}
+
+/// A connection as other threads see it: the registry, the bus's session sink.
+final class WebSocketConnectionHandle: Sendable {
+    let id: UInt64
+    let eventLoop: any EventLoop
+    /// The connection while it is open (nil once closed, which also ends the reference cycle).
+    fileprivate let connection: NIOLoopBoundBox<WebSocketConnection?>
+
+    init(id: UInt64, eventLoop: any EventLoop) {
+        self.id = id
+        self.eventLoop = eventLoop
+        self.connection = .makeEmptyBox(valueType: WebSocketConnection.self, eventLoop: eventLoop)
+    }
+
+    /// Sends `error` and closes with `code`; the first reason wins. From any thread.
+    func requestClose(_ error: SwitchboardError, code: WebSocketErrorCode) {
+        eventLoop.execute {
+            self.connection.value?.close(error, code: code)
+        }
     }
 }
 
 /// Connects a WebSocket session's outbox to its connection's event loop.
 final class WebSocketSessionSink: SessionSink {
-    private weak let connection: WebSocketConnection?
+    private let handle: WebSocketConnectionHandle
     private let drainer: NIOLoopBound<any OutboxDrainer>
     private let wakeups: LoopWakeups
 
-    init(connection: WebSocketConnection, drainer: NIOLoopBound<any OutboxDrainer>, wakeups: LoopWakeups) {
-        self.connection = connection
+    init(handle: WebSocketConnectionHandle, drainer: NIOLoopBound<any OutboxDrainer>, wakeups: LoopWakeups) {
+        self.handle = handle
         self.drainer = drainer
         self.wakeups = wakeups
     }
@@ -377,55 +558,26 @@ final class WebSocketSessionSink: SessionSink {
     }
 
     func closeRequested(_ reason: SwitchboardError) {
-        connection?.requestClose(reason, code: reason.code == .shuttingDown ? .goingAway : .policyViolation)
-    }
-}
-
-/// Resumes one waiter once (the connection's goodbye was sent).
-final class Goodbye: Sendable {
-    private let state = Mutex<(done: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
-
-    func signal() {
-        let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
-            state.done = true
-            defer { state.waiter = nil }
-            return state.waiter
-        }
-        waiter?.resume()
-    }
-
-    /// Returns once signalled, or when the task is cancelled.
-    func wait() async {
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let done = state.withLock { state in
-                    if !state.done { state.waiter = continuation }
-                    return state.done
-                }
-                if done { continuation.resume() }
-            }
-        } onCancel: {
-            signal()
-        }
+        handle.requestClose(reason, code: reason.code == .shuttingDown ? .goingAway : .policyViolation)
     }
 }
 
 /// The open connections: for `max_connections` and for saying goodbye on shutdown.
 final class ConnectionRegistry: Sendable {
-    private let connections = Mutex<[UInt64: WebSocketConnection]>([:])
+    private let connections = Mutex<[UInt64: WebSocketConnectionHandle]>([:])
     private let nextID = Atomic<UInt64>(1)
 
     func makeID() -> UInt64 { nextID.wrappingAdd(1, ordering: .relaxed).oldValue }
 
     var count: Int { connections.withLock { $0.count } }
 
-    func add(_ connection: WebSocketConnection) {
+    func add(_ connection: WebSocketConnectionHandle) {
         connections.withLock { $0[connection.id] = connection }
     }
 
-    func remove(_ connection: WebSocketConnection) {
+    func remove(_ connection: WebSocketConnectionHandle) {
         _ = connections.withLock { $0.removeValue(forKey: connection.id) }
     }
 
-    var all: [WebSocketConnection] { connections.withLock { Array($0.values) } }
+    var all: [WebSocketConnectionHandle] { connections.withLock { Array($0.values) } }
 }

@@ -1,9 +1,10 @@
 import Hummingbird
-import HummingbirdWebSocket
+import HummingbirdCore
 import ListenerSupport
 import Logging
 import NIOPosix
 import NIOCore
+import NIOHTTP1
 import NIOWebSocket
 import ServiceLifecycle
 import Synchronization
@@ -39,6 +40,7 @@ final class WebSocketListenerService: ListenerService {
             connections: ConnectionRegistry(), frameCaches: EnvelopeEncodingCacheTable(group: MultiThreadedEventLoopGroup.singleton) { envelope, allocator in
                 ServerFrame.textFrame(ServerFrame.envelope(envelope), allocator: allocator)
             },
+            wakeups: LoopWakeupTable(group: MultiThreadedEventLoopGroup.singleton),
             logger: context.logger,
             clock: WallClock.millis)
     }
@@ -79,6 +81,21 @@ final class WebSocketListenerService: ListenerService {
         await server.triggerGracefulShutdown()
     }
 
+    /// Why an upgrade request is not taken, or nil to take it.
+    private func refusal(_ head: HTTPRequestHead) -> APIError? {
+        let path = head.uri.split(separator: "?", maxSplits: 1).first ?? ""
+        guard head.method == .GET, path == "/ws" else {
+            return APIError(.notFound, .notFound, "no WebSocket endpoint at \(path); it is GET /ws")
+        }
+        if stopping.load(ordering: .relaxed) {
+            return APIError(.serviceUnavailable, .shuttingDown, "the server is shutting down")
+        }
+        if shared.connections.count >= settings.maxConnections {
+            return APIError(.serviceUnavailable, .tooManyConnections, "the server has \(settings.maxConnections) connections; try later")
+        }
+        return nil
+    }
+
     private func makeApplication() -> some ApplicationProtocol {
         let router = Router()
         router.middlewares.add(JSONErrorMiddleware())
@@ -87,42 +104,26 @@ final class WebSocketListenerService: ListenerService {
         let api = RESTAPI(shared: shared, rooms: context.rooms, health: context.health,
                           metricsExposition: context.metricsExposition)
         api.register(on: router)
+        // A plain GET of /ws: it needs the upgrade headers.
         router.get("ws") { _, _ -> Response in
-            if shared.connections.count >= settings.maxConnections {
-                throw APIError(.serviceUnavailable, .tooManyConnections, "the server has \(settings.maxConnections) connections; try later")
-            }
-            throw APIError(.upgradeRequired, "upgrade_required", "/ws speaks WebSocket: send an Upgrade request")
+            throw APIError(.upgradeRequired, "upgrade_required",
+                           "/ws speaks WebSocket: send a GET with Upgrade: websocket and Sec-WebSocket-Version: 13")
         }
-        let wakeups = LoopWakeupTable(group: MultiThreadedEventLoopGroup.singleton)
         let page = WebPage.load()
         if page.isEmpty { context.logger.warning("web page resources not found; / answers 404") }
         page.register(on: router)
 
         let logger = context.logger
-        let configuration = WebSocketServerConfiguration(
-            maxFrameSize: settings.maxFrameBytes,
-            // Keepalive pings come from each connection's writer on its event loop.
-            autoPing: .disabled,
-            closeTimeout: .seconds(5),
-            validateUTF8: true)
         return Application(
             router: router,
-            server: .http1WebSocketUpgrade(configuration: .init(ws: configuration)) { head, channel, _ in
-                guard head.method == .get, head.path?.split(separator: "?").first == "/ws",
-                      !self.stopping.load(ordering: .relaxed), shared.connections.count < settings.maxConnections
-                else { return .dontUpgrade }
-                SwitchboardMetrics.connectionAccepted(.ws)
-                var peerLogger = logger
-                peerLogger[metadataKey: "peer"] = "\(channel.remoteAddress.map { "\($0)" } ?? "?")"
-                let connectionLogger = peerLogger
-                return .upgrade([:]) { inbound, outbound, _ in
-                    let connection = try await WebSocketConnection.make(
-                        id: shared.connections.makeID(), shared: shared, channel: channel, outbound: outbound,
-                        wakeups: wakeups.wakeups(for: channel.eventLoop), logger: connectionLogger)
-                    shared.connections.add(connection)
-                    defer { shared.connections.remove(connection) }
-                    await connection.run(inbound: inbound)
-                }
+            server: HTTPServerBuilder { responder in
+                WebSocketServerChannel(
+                    responder: responder, maxFrameSize: settings.maxFrameBytes,
+                    refusal: { head in self.refusal(head) },
+                    upgraded: { channel in
+                        SwitchboardMetrics.connectionAccepted(.ws)
+                        try WebSocketConnection.install(on: channel, shared: shared)
+                    })
             },
             configuration: ApplicationConfiguration(
                 address: .hostname(settings.bind, port: settings.port), serverName: "switchboard", backlog: 1024,

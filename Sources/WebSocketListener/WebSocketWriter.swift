@@ -1,5 +1,4 @@
 import DequeModule
-import HummingbirdWebSocket
 import ListenerSupport
 import Logging
 import NIOCore
@@ -17,10 +16,7 @@ extension WebSocketConnection {
     /// were read from history and written.
     final class Writer: OutboxDrainer {
         private let channel: any Channel
-        private let outbound: WebSocketOutboundWriter
-        private let bus: any MessageBus
-        private let logger: Logger
-        private let goodbye: Goodbye
+        private let shared: WebSocketShared
         private let frames: EnvelopeEncodingCache
         /// The WebSocket frame encoder's place in the pipeline: frames this writer encodes
         /// itself (``ServerFrame/textFrame(_:allocator:)``) are written from there, past it.
@@ -32,27 +28,22 @@ extension WebSocketConnection {
         private var held: Deque<SessionEvent> = []
         private var replaying = false
         private var closing = false
+        /// Our close frame went out: the next frame we expect is the peer's close.
+        private(set) var closeSent = false
         private var recheckScheduled = false
         private var pendingFlush = false
         /// A ping went out and no frame has arrived since.
-        private var awaitingPong = false
-        /// The next keepalive ping; cancelled when the connection goes, so a closed
-        /// connection is not kept alive by its timer.
-        private var nextPing: Scheduled<Void>?
+        private(set) var awaitingPong = false
 
         static let writabilityRecheck = TimeAmount.milliseconds(5)
         static let closeTimeout = TimeAmount.seconds(5)
         static let replayPage = 500
 
-        init(channel: any Channel, outbound: WebSocketOutboundWriter, bus: any MessageBus, logger: Logger, goodbye: Goodbye,
-             frames: EnvelopeEncodingCache) {
+        init(channel: any Channel, shared: WebSocketShared, frames: EnvelopeEncodingCache) {
             self.channel = channel
+            self.shared = shared
             self.frames = frames
             self.encoderContext = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
-            self.outbound = outbound
-            self.bus = bus
-            self.logger = logger
-            self.goodbye = goodbye
         }
 
         /// The session is authenticated: its events may flow.
@@ -62,30 +53,20 @@ extension WebSocketConnection {
             drainOutbox()
         }
 
-        /// Pings the peer every `interval` from this loop (no task per connection); a peer that
-        /// sent no frame at all, not even the pong, by the next ping is closed with 1001.
-        func startPinging(every interval: TimeAmount) {
-            nextPing = channel.eventLoop.assumeIsolated().scheduleTask(in: interval) { [self] in
-                guard !closing else { return }
-                if awaitingPong {
-                    SwitchboardMetrics.reject(.ws, reason: .idleTimeout)
-                    close(SwitchboardError(.idleTimeout, "no answer to a ping in \(interval.nanoseconds / 1_000_000_000) s"),
-                          code: .goingAway)
-                    return
-                }
-                awaitingPong = true
-                if let encoderContext {
-                    var frame = channel.allocator.buffer(capacity: 2)
-                    frame.writeBytes([0x89, 0x00])   // FIN, ping, no payload, unmasked
-                    encoderContext.writeAndFlush(NIOAny(frame), promise: nil)
-                } else {
-                    channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()), promise: nil)
-                }
-                startPinging(every: interval)
+        /// Sends a keepalive ping (empty, from this loop: no task per connection).
+        func ping() {
+            guard !closing else { return }
+            awaitingPong = true
+            if let encoderContext {
+                var frame = channel.allocator.buffer(capacity: 2)
+                frame.writeBytes([0x89, 0x00])   // FIN, ping, no payload, unmasked
+                encoderContext.writeAndFlush(NIOAny(frame), promise: nil)
+            } else {
+                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()), promise: nil)
             }
         }
 
-        /// A frame of any kind came from the peer (seen before Hummingbird's handler consumes pongs).
+        /// A frame of any kind came from the peer.
         func frameArrived() {
             awaitingPong = false
         }
@@ -100,8 +81,6 @@ extension WebSocketConnection {
             closing = true
             session = nil
             held.removeAll()
-            nextPing?.cancel()
-            nextPing = nil
         }
 
         func reply(_ frame: [UInt8]) {
@@ -154,14 +133,14 @@ extension WebSocketConnection {
 
         private func writeJoined(_ room: RoomName, seq: UInt64) {
             write(ServerFrame.joined(room, seq: seq))
-            write(ServerFrame.occupants(room, bus.occupants(of: room)))
+            write(ServerFrame.occupants(room, shared.bus.occupants(of: room)))
         }
 
         /// Reads `(after, through]` of `room` page by page off the loop, writes it, then `joined`.
         private func startReplay(room: RoomName, after: UInt64, through seq: UInt64, reader: UserName) {
             replaying = true
             flush()
-            let bus = self.bus
+            let bus = shared.bus
             channel.eventLoop.makeFutureWithTask { () -> Result<[Envelope], SwitchboardError> in
                 var all: [Envelope] = []
                 var cursor = after
@@ -195,25 +174,46 @@ extension WebSocketConnection {
             }
         }
 
-        /// Writes `error`, then closes the WebSocket with `code` (once).
+        /// Writes `error`, then starts the closing handshake with `code` (once): the
+        /// connection waits for the peer's close frame, or cuts it off after `closeTimeout`.
         func close(_ error: SwitchboardError, code: WebSocketErrorCode) {
             guard !closing else { return }
-            if error.code == .slowConsumer { logger.warning("websocket session dropped as a slow consumer") }
+            if error.code == .slowConsumer {
+                shared.logger.warning("websocket session dropped as a slow consumer",
+                               metadata: ["peer": "\(channel.remoteAddress.map { "\($0)" } ?? "?")"])
+            }
             stopDelivering()
             write(ServerFrame.error(error))
-            flush()
-            // The error frame is in the pipeline already; Hummingbird's writer hops to
-            // this loop after it, so the close frame follows it.
-            let outbound = self.outbound
-            let goodbye = self.goodbye
-            Task {
-                try? await outbound.close(code, reason: error.code.rawValue)
-                goodbye.signal()
-            }
-            // A client that never answers the close frame is cut off, which ends the reader.
+            sendClose(code, reason: error.code.rawValue)
             channel.eventLoop.assumeIsolated().scheduleTask(in: Self.closeTimeout) { [channel] in
                 channel.close(promise: nil)
             }
+        }
+
+        /// Answers the peer's close frame with `code` and closes the connection once it is written.
+        func answerClose(_ code: WebSocketErrorCode) {
+            stopDelivering()
+            guard !closeSent else {
+                channel.close(promise: nil)
+                return
+            }
+            sendClose(code, reason: nil).whenComplete { [channel] _ in channel.close(promise: nil) }
+        }
+
+        /// Answers a ping with the same application data.
+        func pong(_ data: ByteBuffer) {
+            guard !closeSent else { return }
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .pong, data: data), promise: nil)
+        }
+
+        @discardableResult
+        private func sendClose(_ code: WebSocketErrorCode, reason: String?) -> EventLoopFuture<Void> {
+            closeSent = true
+            flush()
+            var data = channel.allocator.buffer(capacity: 2 + (reason?.utf8.count ?? 0))
+            data.write(webSocketErrorCode: code)
+            if let reason { data.writeString(reason) }
+            return channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .connectionClose, data: data))
         }
 
         private func write(_ payload: [UInt8]) {
@@ -246,23 +246,5 @@ extension WebSocketConnection {
                 drainOutbox()
             }
         }
-    }
-}
-
-/// Tells the writer that the peer sent a frame, before Hummingbird's handler sees it (it
-/// answers pings and swallows pongs, so the connection's reader never learns of them).
-final class WebSocketFrameWatch: ChannelInboundHandler {
-    typealias InboundIn = WebSocketFrame
-    typealias InboundOut = WebSocketFrame
-
-    private let writer: WebSocketConnection.Writer
-
-    init(writer: WebSocketConnection.Writer) {
-        self.writer = writer
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        writer.frameArrived()
-        context.fireChannelRead(data)
     }
 }

@@ -775,3 +775,115 @@ def test_protocol_pings_keep_an_answering_peer_and_close_a_silent_one(make_serve
     finally:
         answering.close()
         silent.close()
+
+
+# --------------------------------------------------------------------------------------------
+# RFC 6455 framing: fragments, control frames, the closing handshake, refused upgrades
+
+
+def close_code(frames: list[tuple[int, bytes]]) -> int | None:
+    close = [payload for op, payload in frames if op == 0x8]
+    return int.from_bytes(close[0][:2], "big") if close and len(close[0]) >= 2 else None
+
+
+def test_fragmented_message_with_a_ping_between_its_fragments(server):
+    """A message split over three frames, with a ping between them (RFC 6455 §5.4 allows control
+    frames inside a fragmented message): the ping is answered with its own payload, then the
+    joined message is run as one request."""
+    raw = RawWS("127.0.0.1", server.ws_port, timeout=10)
+    try:
+        text = json.dumps({"op": "auth", "user": "alice", "password": USERS["alice"]}).encode()
+        raw.send_frame(0x1, text[:10], fin=False)
+        raw.send_frame(0x9, b"are you there")
+        raw.send_frame(0x0, text[10:20], fin=False)
+        raw.send_frame(0x0, text[20:], fin=True)
+        assert raw.read_frame(timeout=10) == (0xA, b"are you there")
+        assert raw.recv_json(timeout=10) == {"op": "authenticated", "user": "alice"}
+        raw.send_json({"op": "ping"})
+        assert raw.recv_json(timeout=10) == {"op": "pong"}
+    finally:
+        raw.close()
+
+
+def send_violation(raw: RawWS, case: str) -> None:
+    if case == "continuation_without_start":
+        raw.send_frame(0x0, b'{"op":"ping"}')
+    elif case == "text_inside_fragmented_message":
+        raw.send_frame(0x1, b'{"op":', fin=False)
+        raw.send_frame(0x1, b'"ping"}')
+    elif case == "reserved_opcode":
+        raw.send_frame(0x3, b"?")
+    elif case == "reserved_bit":
+        raw.send_frame(0x1, b'{"op":"ping"}', rsv=4)
+    else:
+        raise AssertionError(case)
+
+
+def test_protocol_violations_close_with_1002_while_the_room_keeps_going(server):
+    with Chatter(server) as chat:
+        for case in ["continuation_without_start", "text_inside_fragmented_message", "reserved_opcode", "reserved_bit"]:
+            raw = RawWS("127.0.0.1", server.ws_port, timeout=10)
+            try:
+                send_violation(raw, case)
+                frames, closed = raw.read_until_closed(timeout=10)
+                assert closed, f"{case}: still open"
+                assert close_code(frames) == 1002, f"{case}: {frames!r}"
+                assert not [f for f in frames if f[0] == 0x1], f"{case}: a violation ran as a request: {frames!r}"
+            finally:
+                raw.close()
+        chat.check()
+
+
+def test_client_initiated_close_is_answered_then_the_connection_ends(server):
+    for payload, expected in [(b"\x03\xe8bye", 1000), (b"\x0b\xb8app", 1000), (b"", 1000),
+                              (b"\x03\xe7", 1002), (b"\x03\xe8\xff\xfe", 1002)]:
+        raw = RawWS("127.0.0.1", server.ws_port, timeout=10)
+        try:
+            raw.send_json({"op": "ping"})
+            assert raw.recv_json(timeout=10) == {"op": "pong"}
+            raw.send_frame(0x8, payload)
+            frames, closed = raw.read_until_closed(timeout=10)
+            assert closed, f"close {payload!r}: the server kept the connection open"
+            assert [op for op, _ in frames] == [0x8] and close_code(frames) == expected, (payload, frames)
+        finally:
+            raw.close()
+
+
+def raw_handshake(port: int, path: str = "/ws", version: str = "13") -> tuple[int, dict]:
+    """Sends a WebSocket upgrade request; returns the status and the JSON body (if any)."""
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                       "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": version})
+    resp = conn.getresponse()
+    body = resp.read() if resp.status != 101 else b""
+    conn.close()
+    return resp.status, (json.loads(body) if body else {})
+
+
+def test_refused_upgrades_say_why(make_server):
+    """Upgrade requests the server does not take get a JSON error saying why, not a dropped
+    connection: a plain GET of /ws (426), another path (404), a malformed handshake (400), too
+    many connections (503)."""
+    server = make_server(websocket={"max_connections": 2})
+    r = oc.call(server.http_url, "GET", "/ws", documented=False)
+    assert r.status == 426 and r.body["error"]["code"] == "upgrade_required", r
+    status, body = raw_handshake(server.ws_port, "/nowhere")
+    assert status == 404 and body["error"]["code"] == "not_found", (status, body)
+    status, body = raw_handshake(server.ws_port, "/ws", version="8")
+    assert status == 400 and body["error"]["code"] == "bad_request", (status, body)
+    r = oc.call(server.http_url, "GET", "/healthz", documented=False)
+    assert r.status == 200, r
+    first, second = ws_client(server, "alice"), ws_client(server, "bob")
+    try:
+        status, body = raw_handshake(server.ws_port)
+        assert status == 503 and body["error"]["code"] == "too_many_connections", (status, body)
+        first.close()
+        deadline = time.monotonic() + 10
+        while raw_handshake(server.ws_port)[0] != 101:
+            assert time.monotonic() < deadline, "a closed connection still counts against max_connections"
+            time.sleep(0.1)
+    finally:
+        first.close()
+        second.close()

@@ -316,9 +316,10 @@ class RawWS:
         status = head.split(b"\r\n", 1)[0]
         assert b" 101 " in status + b" ", f"handshake refused: {head!r}"
 
-    def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
+        """One masked frame; `rsv` goes into the three reserved bits (0-7)."""
         mask = os.urandom(4)
-        b0 = (0x80 if fin else 0) | opcode
+        b0 = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode
         n = len(payload)
         if n < 126:
             header = struct.pack("!BB", b0, 0x80 | n)
