@@ -257,6 +257,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         .testTarget(
+            name: "ListenerSupportTests",
+            dependencies: ["ListenerSupport", "SwitchboardCore", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
             name: "LineListenerTests",
             dependencies: [
                 "SwitchboardCore", "SwitchboardStore", "SwitchboardTesting", "LineWire", "LineListener",

@@ -371,7 +371,7 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         guard let session, let context, context.channel.isWritable, !closing else { return }
         session.takeEvents(into: &inbox)
         defer { inbox.removeAll(keepingCapacity: true) }
-        for event in inbox {
+        while let event = inbox.popFirst() {
             if replayBuffer != nil {
                 replayBuffer!.append(event)
                 if replayBuffer!.count > shared.settings.replayQueueLimit {

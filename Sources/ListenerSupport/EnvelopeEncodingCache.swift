@@ -10,11 +10,30 @@ import SwitchboardCore
 /// keeps its envelope alive, so a key cannot be reused while it is cached.
 /// `Encoded` is whatever a listener writes: a finished frame (``ByteBuffer``), or
 /// parts it completes per receiver.
+///
+/// `encoded(_:allocator:)` is inlinable so that each listener gets it specialized
+/// for its `Encoded`: called once per receiver, its unspecialized form spent more
+/// on generic metadata and tuple copies than on the lookup.
 public final class EncodingCache<Encoded> {
-    private let encode: (Envelope, ByteBufferAllocator) -> Encoded
-    private var entries: [ObjectIdentifier: (envelope: Envelope, encoded: Encoded)] = [:]
-    private var order: Deque<ObjectIdentifier> = []
-    private let capacity: Int
+    @usableFromInline
+    struct Entry {
+        @usableFromInline var envelope: Envelope
+        @usableFromInline var encoded: Encoded
+
+        @inlinable
+        init(envelope: Envelope, encoded: Encoded) {
+            self.envelope = envelope
+            self.encoded = encoded
+        }
+    }
+
+    @usableFromInline let encode: (Envelope, ByteBufferAllocator) -> Encoded
+    @usableFromInline var entries: [ObjectIdentifier: Entry] = [:]
+    @usableFromInline var order: Deque<ObjectIdentifier> = []
+    @usableFromInline let capacity: Int
+    /// The most recent answer: a fan-out asks for one envelope once per receiver, in a
+    /// row. Always an entry that is still cached (so its key cannot have been reused).
+    @usableFromInline var last: (key: ObjectIdentifier, encoded: Encoded)?
 
     public init(capacity: Int = 512, encode: @escaping (Envelope, ByteBufferAllocator) -> Encoded) {
         self.encode = encode
@@ -23,15 +42,23 @@ public final class EncodingCache<Encoded> {
     }
 
     /// The encoding of `envelope`, from the cache or made now.
+    @inlinable
     public func encoded(_ envelope: Envelope, allocator: ByteBufferAllocator) -> Encoded {
         let key = envelope.storageIdentity
-        if let entry = entries[key] { return entry.encoded }
-        let encoded = encode(envelope, allocator)
-        entries[key] = (envelope, encoded)
-        order.append(key)
-        if order.count > capacity, let oldest = order.popFirst() {
-            entries[oldest] = nil
+        if let last, last.key == key { return last.encoded }
+        let encoded: Encoded
+        if let entry = entries[key] {
+            encoded = entry.encoded
+        } else {
+            encoded = encode(envelope, allocator)
+            entries[key] = Entry(envelope: envelope, encoded: encoded)
+            order.append(key)
+            if order.count > capacity, let oldest = order.popFirst() {
+                entries[oldest] = nil
+                if last?.key == oldest { last = nil }
+            }
         }
+        last = (key, encoded)
         return encoded
     }
 }

@@ -96,17 +96,16 @@ extension WebSocketConnection {
                 return
             }
             session.takeEvents(into: &events)
-            var index = events.startIndex
-            while index < events.endIndex {
-                let event = events[index]
-                index += 1
+            // Popped, not copied: each copy of an event is a retain of an envelope that
+            // the bus and the other loop are retaining and releasing too.
+            while let event = events.popFirst() {
                 handle(event)
                 if replaying {
-                    held.append(contentsOf: events[index...])
+                    held.append(contentsOf: events)
+                    events.removeAll(keepingCapacity: true)
                     break
                 }
             }
-            events.removeAll(keepingCapacity: true)
             flush()
         }
 
