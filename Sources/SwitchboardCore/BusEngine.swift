@@ -301,7 +301,19 @@ struct BusEngine {
             }
         }
         let failure = SwitchboardError(.storageUnavailable, "the message could not be stored; it was not delivered")
-        for effect in batch.effects {
+        var next = batch.effects.startIndex
+        while next < batch.effects.endIndex {
+            let effect = batch.effects[next]
+            if ok, case .deliver = effect {
+                var end = next + 1
+                while end < batch.effects.endIndex, case .deliver = batch.effects[end] { end += 1 }
+                if end - next > 1 {
+                    deliverRun(batch, next..<end)
+                    next = end
+                    continue
+                }
+            }
+            next += 1
             switch effect {
             case .deliver(let index, let origin, let ack):
                 let envelope = batch.envelopes[index]
@@ -310,9 +322,7 @@ struct BusEngine {
                     continue
                 }
                 fanOut(envelope, except: origin?.session)
-                if ack, let origin {
-                    respond(origin, Ack(room: envelope.room, id: envelope.id, seq: envelope.seq, ts: envelope.ts, clientID: envelope.clientID))
-                }
+                if ack, let origin { respond(origin, Self.ack(for: envelope)) }
             case .ephemeral(let envelope, let origin):
                 fanOut(envelope, except: origin)
             case .duplicate(let origin, let ack):
@@ -341,6 +351,81 @@ struct BusEngine {
             }
         }
         flushOutCounts()
+    }
+
+    private static func ack(for envelope: Envelope) -> Ack {
+        Ack(room: envelope.room, id: envelope.id, seq: envelope.seq, ts: envelope.ts, clientID: envelope.clientID)
+    }
+
+    /// Delivers a run of committed envelopes room by room: each member of a group room
+    /// gets all of the run's envelopes for that room in one push.
+    ///
+    /// Envelope by envelope, a fan-out touches every member session once per envelope,
+    /// and on a large room each touch (the session's retain, its lock, its outbox) is a
+    /// cache miss; this way it is once per batch. Per session, a room's envelopes and
+    /// the acks of what that session published there keep their seq order; envelopes of
+    /// different rooms may reach a session in another order than they were committed in.
+    private mutating func deliverRun(_ batch: Batch, _ run: Range<Int>) {
+        var groups: [RoomName: [Int]] = [:]
+        var order: [RoomName] = []
+        for i in run {
+            guard case .deliver(let index, let origin, let ack) = batch.effects[i] else { continue }
+            let envelope = batch.envelopes[index]
+            guard case .group = envelope.room.scope, rooms[envelope.room] != nil else {
+                // Direct and call-log rooms reach sessions by user, not by membership.
+                fanOut(envelope, except: origin?.session)
+                if ack, let origin { respond(origin, Self.ack(for: envelope)) }
+                continue
+            }
+            if groups[envelope.room] == nil { order.append(envelope.room) }
+            groups[envelope.room, default: []].append(i)
+        }
+        for room in order {
+            let items = groups[room] ?? []
+            let members = rooms[room]?.members ?? [:]
+            var events: [SessionEvent] = []
+            events.reserveCapacity(items.count)
+            var publishers: Set<UInt64> = []
+            for i in items {
+                guard case .deliver(let index, let origin, _) = batch.effects[i] else { continue }
+                events.append(.envelope(batch.envelopes[index]))
+                if let session = origin?.session, members[session.id] != nil { publishers.insert(session.id) }
+            }
+            for tap in taps.values { push(events, to: tap) }
+            for session in members.values {
+                guard publishers.contains(session.id) else {
+                    push(events, to: session)
+                    continue
+                }
+                // It published some of these: its acks take those envelopes' places.
+                var own: [SessionEvent] = []
+                own.reserveCapacity(items.count)
+                for i in items {
+                    guard case .deliver(let index, let origin, let ack) = batch.effects[i] else { continue }
+                    let envelope = batch.envelopes[index]
+                    if origin?.session === session {
+                        if ack { own.append(.ack(Self.ack(for: envelope))) }
+                    } else {
+                        own.append(.envelope(envelope))
+                    }
+                }
+                push(own, to: session)
+            }
+            // Acks for publishers that are not members here (REST, bridges, a session that left).
+            for i in items {
+                guard case .deliver(let index, let origin?, true) = batch.effects[i] else { continue }
+                if let session = origin.session, publishers.contains(session.id) { continue }
+                respond(origin, Self.ack(for: batch.envelopes[index]))
+            }
+        }
+    }
+
+    private mutating func push(_ events: [SessionEvent], to session: SessionHandle) {
+        switch session.push(contentsOf: events) {
+        case .queued(let envelopes): outCounts[session.via.index] += envelopes
+        case .overflowed: metrics.slowConsumer()
+        case .closed: break
+        }
     }
 
     private mutating func fanOut(_ envelope: Envelope, except origin: SessionHandle?) {

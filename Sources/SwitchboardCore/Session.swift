@@ -128,6 +128,40 @@ public final class SessionHandle: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// What happened to events pushed together.
+    enum BatchPushResult { case queued(envelopes: Int), overflowed, closed }
+
+    /// Queues `events` in order under one lock; if they do not all fit, the session is
+    /// closed and its sink told why (as ``push(_:)`` would on the first that did not).
+    func push(contentsOf events: [SessionEvent]) -> BatchPushResult {
+        guard !events.isEmpty else { return .queued(envelopes: 0) }
+        enum Outcome { case queued(signal: Bool), overflow, closed }
+        let outcome: Outcome = outbox.withLock { box in
+            if box.closed { return .closed }
+            if box.events.count + events.count > box.capacity {
+                box.closed = true
+                box.events.removeAll()
+                return .overflow
+            }
+            box.events.append(contentsOf: events)
+            if box.signaled { return .queued(signal: false) }
+            box.signaled = true
+            return .queued(signal: true)
+        }
+        switch outcome {
+        case .queued(let signal):
+            if signal { sink.outboxReady() }
+            var envelopes = 0
+            for case .envelope in events { envelopes += 1 }
+            return .queued(envelopes: envelopes)
+        case .overflow:
+            sink.closeRequested(SwitchboardError(.slowConsumer, "outbound queue overflowed; the session could not keep up"))
+            return .overflowed
+        case .closed:
+            return .closed
+        }
+    }
+
     /// Marks the session closed; returns true the first time.
     func markClosed() -> Bool {
         outbox.withLock { box in

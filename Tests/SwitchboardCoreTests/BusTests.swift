@@ -101,6 +101,63 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         await bus.shutdown()
     }
 
+    /// Batches are delivered room by room: per session, each room's envelopes and the acks of
+    /// what that session published there still come in seq order, with no gap.
+    @Test func batchedDeliveryKeepsEachRoomInSeqOrderWithAcksInPlace() async throws {
+        let kitchen = RoomName("kitchen")!
+        let bus = try makeBus()
+        let a = try await joined(bus, alice)
+        try bus.join(a, room: kitchen, since: nil)
+        let b = try await joined(bus, bob, .ws)
+        try bus.join(b, room: kitchen, since: nil)
+        let alsoAlice = try await joined(bus, alice, .ws)
+        let c = try await joined(bus, carol)
+        await bus.flush()
+        for session in [a, b, alsoAlice, c] { _ = session.takeEvents() }
+        let rounds = 300
+        await withTaskGroup(of: Void.self) { group in
+            for (sender, tag) in [(a, "a"), (b, "b")] {
+                group.addTask {
+                    for i in 0..<rounds {
+                        let room = i % 3 == 0 ? kitchen : lobby
+                        try? bus.publish(EnvelopeDraft(room: room, from: sender.sender, body: "\(tag) \(i)"), from: sender)
+                    }
+                }
+            }
+        }
+        await bus.flush()
+        /// Per room: (seq, "envelope" | "ack") in arrival order.
+        func arrivals(_ session: SessionHandle, expected: Int) async -> [RoomName: [(UInt64, String)]] {
+            let got = await events(of: session, count: expected) {
+                switch $0 { case .envelope(let e): e.kind == .chat; case .ack: true; default: false }
+            }
+            var byRoom: [RoomName: [(UInt64, String)]] = [:]
+            for event in got {
+                switch event {
+                case .envelope(let e): byRoom[e.room, default: []].append((e.seq, "envelope"))
+                case .ack(let ack): byRoom[ack.room, default: []].append((ack.seq, "ack"))
+                default: break
+                }
+            }
+            return byRoom
+        }
+        let kitchenCount = (0..<rounds).filter { $0 % 3 == 0 }.count * 2
+        let lobbyCount = 2 * rounds - kitchenCount
+        // (session, events expected, of which acks): a publisher gets acks for its own messages;
+        // alice's other session gets them as envelopes.
+        for (session, expected, ackCount) in [(a, 2 * rounds, rounds), (b, 2 * rounds, rounds),
+                                              (alsoAlice, lobbyCount, 0), (c, lobbyCount, 0)] {
+            let byRoom = await arrivals(session, expected: expected)
+            for (room, seen) in byRoom {
+                let seqs = seen.map(\.0)
+                #expect(seqs == Array(seqs.first!...(seqs.first! + UInt64(seqs.count) - 1)), "\(session) in \(room): \(seqs)")
+            }
+            let all = byRoom.values.flatMap { $0 }
+            #expect(all.count == expected, "\(session)")
+            #expect(all.filter { $0.1 == "ack" }.count == ackCount, "\(session)")
+        }
+    }
+
     @Test func duplicateClientIDIsAckedAgainNotRepublished() async throws {
         let store = InMemoryHistoryStore()
         let bus = try makeBus(store)
