@@ -32,12 +32,20 @@ extension WebSocketConnection {
         private(set) var closeSent = false
         private var recheckScheduled = false
         private var pendingFlush = false
+        /// Frames written since the last flush and not yet handed to the channel, joined
+        /// into one buffer: one pipeline write per drain instead of one per frame.
+        private var batch: ByteBuffer?
+        /// `batch` is still a single frame as given (perhaps a loop-wide cached encoding):
+        /// it is copied before anything is appended to it.
+        private var batchIsBorrowed = false
         /// A ping went out and no frame has arrived since.
         private(set) var awaitingPong = false
 
         static let writabilityRecheck = TimeAmount.milliseconds(5)
         static let closeTimeout = TimeAmount.seconds(5)
         static let replayPage = 500
+        /// A joined batch is handed to the channel once it reaches this size.
+        static let maxBatchBytes = 64 * 1024
 
         init(channel: any Channel, shared: WebSocketShared, frames: EnvelopeEncodingCache) {
             self.channel = channel
@@ -57,6 +65,7 @@ extension WebSocketConnection {
         func ping() {
             guard !closing else { return }
             awaitingPong = true
+            emitBatch()
             if let encoderContext {
                 var frame = channel.allocator.buffer(capacity: 2)
                 frame.writeBytes([0x89, 0x00])   // FIN, ping, no payload, unmasked
@@ -202,6 +211,7 @@ extension WebSocketConnection {
         /// Answers a ping with the same application data.
         func pong(_ data: ByteBuffer) {
             guard !closeSent else { return }
+            emitBatch()
             channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .pong, data: data), promise: nil)
         }
 
@@ -221,8 +231,22 @@ extension WebSocketConnection {
 
         /// Writes a complete, unmasked text frame (header included).
         private func write(_ frame: ByteBuffer) {
-            if let encoderContext {
-                encoderContext.write(NIOAny(frame), promise: nil)
+            if encoderContext != nil {
+                pendingFlush = true
+                guard var joined = batch.take() else {
+                    batch = frame
+                    batchIsBorrowed = true
+                    return
+                }
+                if batchIsBorrowed {
+                    var copy = channel.allocator.buffer(capacity: max(1024, 2 * (joined.readableBytes + frame.readableBytes)))
+                    copy.writeImmutableBuffer(joined)
+                    joined = copy
+                    batchIsBorrowed = false
+                }
+                joined.writeImmutableBuffer(frame)
+                batch = joined
+                if joined.readableBytes >= Self.maxBatchBytes { emitBatch() }
             } else {
                 let payload = frame.getSlice(at: frame.readerIndex + ServerFrame.headerLength(frame),
                                              length: frame.readableBytes - ServerFrame.headerLength(frame))!
@@ -234,7 +258,14 @@ extension WebSocketConnection {
         private func flush() {
             guard pendingFlush else { return }
             pendingFlush = false
+            emitBatch()
             channel.flush()
+        }
+
+        /// Hands the joined frames to the channel (written past the frame encoder).
+        private func emitBatch() {
+            guard let batch = batch.take(), let encoderContext else { return }
+            encoderContext.write(NIOAny(batch), promise: nil)
         }
 
         private func scheduleRecheck() {
