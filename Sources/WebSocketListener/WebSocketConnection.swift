@@ -150,7 +150,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             let fits = frame.length <= shared.settings.maxMessageBytes
             read(frame, into: Message(binary: frame.opcode == .binary, payload: fits ? frame.unmaskedData : nil))
         case .continuation:
-            guard frame.reservedBits.isEmpty, var message = fragments else { return protocolError() }
+            // Taken out, so that appending does not copy the bytes read so far.
+            guard frame.reservedBits.isEmpty, var message = fragments.take() else { return protocolError() }
             if let payload = message.payload {
                 if payload.readableBytes + frame.length > shared.settings.maxMessageBytes {
                     message.payload = nil
