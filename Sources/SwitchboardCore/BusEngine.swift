@@ -26,6 +26,17 @@ struct Batch {
     var effects: [Effect] = []
 }
 
+extension Batch.Effect {
+    /// The fields of a `.deliver`, with the publishing session if the origin is one.
+    var delivery: (index: Int, session: SessionHandle?, ack: Bool)? {
+        switch self {
+        case .deliver(let index, .session(let session)?, let ack): (index, session, ack)
+        case .deliver(let index, _, let ack): (index, nil, ack)
+        default: nil
+        }
+    }
+}
+
 /// Remembers `(room, user, client_id)` → ack for the dedup window.
 struct DedupCache {
     struct Key: Hashable {
@@ -304,9 +315,9 @@ struct BusEngine {
         var next = batch.effects.startIndex
         while next < batch.effects.endIndex {
             let effect = batch.effects[next]
-            if ok, case .deliver = effect {
+            if ok, effect.delivery != nil {
                 var end = next + 1
-                while end < batch.effects.endIndex, case .deliver = batch.effects[end] { end += 1 }
+                while end < batch.effects.endIndex, batch.effects[end].delivery != nil { end += 1 }
                 if end - next > 1 {
                     deliverRun(batch, next..<end)
                     next = end
@@ -321,8 +332,7 @@ struct BusEngine {
                     if ack, let origin { fail(origin, failure, request: .publish, room: envelope.room, clientID: envelope.clientID) }
                     continue
                 }
-                fanOut(envelope, except: origin?.session)
-                if ack, let origin { respond(origin, Self.ack(for: envelope)) }
+                deliverOne(batch, next - 1)
             case .ephemeral(let envelope, let origin):
                 fanOut(envelope, except: origin)
             case .duplicate(let origin, let ack):
@@ -357,72 +367,115 @@ struct BusEngine {
         Ack(room: envelope.room, id: envelope.id, seq: envelope.seq, ts: envelope.ts, clientID: envelope.clientID)
     }
 
-    /// Delivers a run of committed envelopes room by room: each member of a group room
-    /// gets all of the run's envelopes for that room in one push.
+    /// Delivers a run of committed envelopes to group rooms room by room: each member
+    /// gets all of the run's envelopes for its room in one push.
     ///
     /// Envelope by envelope, a fan-out touches every member session once per envelope,
-    /// and on a large room each touch (the session's retain, its lock, its outbox) is a
-    /// cache miss; this way it is once per batch. Per session, a room's envelopes and
-    /// the acks of what that session published there keep their seq order; envelopes of
-    /// different rooms may reach a session in another order than they were committed in.
+    /// and in a large room each touch (the session's retain, its lock, its outbox) is a
+    /// cache miss; this way it is once per batch. Every session still receives its
+    /// events in commit order: a publisher's acks take its own envelopes' places, a
+    /// session in several of the run's rooms (and every tap) gets the run merged in
+    /// commit order, and the acks of publishers that are not sessions in the room
+    /// (REST, the MQTT bridge) go out in commit order after the run. A run that
+    /// touches a direct or call-log room is delivered envelope by envelope.
     private mutating func deliverRun(_ batch: Batch, _ run: Range<Int>) {
+        var items: [RunItem] = []
+        items.reserveCapacity(run.count)
         var groups: [RoomName: [Int]] = [:]
         var order: [RoomName] = []
         for i in run {
-            guard case .deliver(let index, let origin, let ack) = batch.effects[i] else { continue }
-            let envelope = batch.envelopes[index]
-            guard case .group = envelope.room.scope, rooms[envelope.room] != nil else {
-                // Direct and call-log rooms reach sessions by user, not by membership.
-                fanOut(envelope, except: origin?.session)
-                if ack, let origin { respond(origin, Self.ack(for: envelope)) }
-                continue
+            guard let delivery = batch.effects[i].delivery else { continue }
+            let room = batch.envelopes[delivery.index].room
+            guard case .group = room.scope, rooms[room] != nil else {
+                for effect in run { deliverOne(batch, effect) }
+                return
             }
-            if groups[envelope.room] == nil { order.append(envelope.room) }
-            groups[envelope.room, default: []].append(i)
+            if groups[room] == nil { order.append(room) }
+            groups[room, default: []].append(items.count)
+            items.append(RunItem(effect: i, envelope: delivery.index, room: room, publisher: delivery.session, ack: delivery.ack))
+        }
+        // Sessions that are members of more than one of the run's rooms.
+        var merged: [UInt64: SessionHandle] = [:]
+        if order.count > 1 {
+            var seen: Set<UInt64> = []
+            for room in order {
+                for (id, session) in rooms[room]?.members ?? [:] where !seen.insert(id).inserted { merged[id] = session }
+            }
         }
         for room in order {
-            let items = groups[room] ?? []
+            let positions = groups[room] ?? []
             let members = rooms[room]?.members ?? [:]
-            var events: [SessionEvent] = []
-            events.reserveCapacity(items.count)
+            let roomItems = positions.map { items[$0] }
+            let events = roomItems.map { SessionEvent.envelope(batch.envelopes[$0.envelope]) }
             var publishers: Set<UInt64> = []
-            for i in items {
-                guard case .deliver(let index, let origin, _) = batch.effects[i] else { continue }
-                events.append(.envelope(batch.envelopes[index]))
-                if let session = origin?.session, members[session.id] != nil { publishers.insert(session.id) }
+            for item in roomItems {
+                if let session = item.publisher, members[session.id] != nil { publishers.insert(session.id) }
             }
-            for tap in taps.values { push(events, to: tap) }
-            for session in members.values {
-                guard publishers.contains(session.id) else {
-                    push(events, to: session)
-                    continue
+            for (id, session) in members where merged[id] == nil {
+                if publishers.contains(id) {
+                    let (own, count) = runEvents(for: session, of: roomItems, in: batch) { _ in true }
+                    push(own, to: session, envelopes: count)
+                } else {
+                    push(events, to: session, envelopes: events.count)
                 }
-                // It published some of these: its acks take those envelopes' places.
-                var own: [SessionEvent] = []
-                own.reserveCapacity(items.count)
-                for i in items {
-                    guard case .deliver(let index, let origin, let ack) = batch.effects[i] else { continue }
-                    let envelope = batch.envelopes[index]
-                    if origin?.session === session {
-                        if ack { own.append(.ack(Self.ack(for: envelope))) }
-                    } else {
-                        own.append(.envelope(envelope))
-                    }
-                }
-                push(own, to: session)
             }
-            // Acks for publishers that are not members here (REST, bridges, a session that left).
-            for i in items {
-                guard case .deliver(let index, let origin?, true) = batch.effects[i] else { continue }
-                if let session = origin.session, publishers.contains(session.id) { continue }
-                respond(origin, Self.ack(for: batch.envelopes[index]))
-            }
+        }
+        for (id, session) in merged {
+            let (own, count) = runEvents(for: session, of: items, in: batch) { self.rooms[$0]?.members[id] != nil }
+            push(own, to: session, envelopes: count)
+        }
+        if !taps.isEmpty {
+            let all = items.map { SessionEvent.envelope(batch.envelopes[$0.envelope]) }
+            for tap in taps.values { push(all, to: tap, envelopes: all.count) }
+        }
+        for item in items where item.ack {
+            if let session = item.publisher, rooms[item.room]?.members[session.id] != nil { continue }
+            guard case .deliver(_, let origin?, _) = batch.effects[item.effect] else { continue }
+            respond(origin, Self.ack(for: batch.envelopes[item.envelope]))
         }
     }
 
-    private mutating func push(_ events: [SessionEvent], to session: SessionHandle) {
+    /// One delivery of a run, read from its effect once (copying a whole effect goes
+    /// through the runtime: it is an enum with many payloads).
+    private struct RunItem {
+        var effect: Int
+        var envelope: Int
+        var room: RoomName
+        var publisher: SessionHandle?
+        var ack: Bool
+    }
+
+    /// What `session` receives of `items` (in order) in the rooms where `isMember` holds:
+    /// other sessions' envelopes, and acks for its own; and how many are envelopes.
+    private func runEvents(for session: SessionHandle, of items: [RunItem], in batch: Batch,
+                        isMember: (RoomName) -> Bool) -> ([SessionEvent], Int) {
+        var events: [SessionEvent] = []
+        events.reserveCapacity(items.count)
+        var envelopes = 0
+        for item in items where isMember(item.room) {
+            let envelope = batch.envelopes[item.envelope]
+            if item.publisher === session {
+                if item.ack { events.append(.ack(Self.ack(for: envelope))) }
+            } else {
+                events.append(.envelope(envelope))
+                envelopes += 1
+            }
+        }
+        return (events, envelopes)
+    }
+
+    /// Delivers the committed `.deliver` effect at `index` on its own.
+    private mutating func deliverOne(_ batch: Batch, _ index: Int) {
+        guard case .deliver(let envelopeIndex, let origin, let ack) = batch.effects[index] else { return }
+        let envelope = batch.envelopes[envelopeIndex]
+        fanOut(envelope, except: origin?.session)
+        if ack, let origin { respond(origin, Self.ack(for: envelope)) }
+    }
+
+    /// Pushes `events`, of which `envelopes` are envelopes (for the out counters).
+    private mutating func push(_ events: [SessionEvent], to session: SessionHandle, envelopes: Int) {
         switch session.push(contentsOf: events) {
-        case .queued(let envelopes): outCounts[session.via.index] += envelopes
+        case .queued: outCounts[session.via.index] += envelopes
         case .overflowed: metrics.slowConsumer()
         case .closed: break
         }

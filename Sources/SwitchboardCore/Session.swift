@@ -128,13 +128,11 @@ public final class SessionHandle: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
-    /// What happened to events pushed together.
-    enum BatchPushResult { case queued(envelopes: Int), overflowed, closed }
 
     /// Queues `events` in order under one lock; if they do not all fit, the session is
     /// closed and its sink told why (as ``push(_:)`` would on the first that did not).
-    func push(contentsOf events: [SessionEvent]) -> BatchPushResult {
-        guard !events.isEmpty else { return .queued(envelopes: 0) }
+    func push(contentsOf events: [SessionEvent]) -> PushResult {
+        guard !events.isEmpty else { return .queued }
         enum Outcome { case queued(signal: Bool), overflow, closed }
         let outcome: Outcome = outbox.withLock { box in
             if box.closed { return .closed }
@@ -151,9 +149,7 @@ public final class SessionHandle: Sendable, Hashable, CustomStringConvertible {
         switch outcome {
         case .queued(let signal):
             if signal { sink.outboxReady() }
-            var envelopes = 0
-            for case .envelope in events { envelopes += 1 }
-            return .queued(envelopes: envelopes)
+            return .queued
         case .overflow:
             sink.closeRequested(SwitchboardError(.slowConsumer, "outbound queue overflowed; the session could not keep up"))
             return .overflowed

@@ -101,9 +101,11 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         await bus.shutdown()
     }
 
-    /// Batches are delivered room by room: per session, each room's envelopes and the acks of
-    /// what that session published there still come in seq order, with no gap.
-    @Test func batchedDeliveryKeepsEachRoomInSeqOrderWithAcksInPlace() async throws {
+    /// Batches are delivered room by room, yet every session (and a tap) receives its events in
+    /// commit order, also across rooms: ids (ULIDs, made in commit order) only grow, each room's
+    /// seqs have no gap, a publisher's acks take its envelopes' places, and completions of
+    /// publishes without a session come in the order they were submitted.
+    @Test func batchedDeliveryKeepsEverySessionInCommitOrder() async throws {
         let kitchen = RoomName("kitchen")!
         let bus = try makeBus()
         let a = try await joined(bus, alice)
@@ -112,9 +114,13 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         try bus.join(b, room: kitchen, since: nil)
         let alsoAlice = try await joined(bus, alice, .ws)
         let c = try await joined(bus, carol)
+        let tap = bus.openTap(name: UserName("bridge")!, via: .mqtt, sink: RecordingSink())
         await bus.flush()
         for session in [a, b, alsoAlice, c] { _ = session.takeEvents() }
+        _ = tap.takeEvents()
         let rounds = 300
+        final class Completions: Sendable { let acks = Mutex<[Ack]>([]) }
+        let completions = Completions()
         await withTaskGroup(of: Void.self) { group in
             for (sender, tag) in [(a, "a"), (b, "b")] {
                 group.addTask {
@@ -124,38 +130,43 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
                     }
                 }
             }
+            group.addTask {
+                for i in 0..<rounds {
+                    let draft = EnvelopeDraft(room: i % 2 == 0 ? kitchen : lobby, from: Sender(user: carol, via: .mqtt), body: "m \(i)")
+                    bus.submit(draft, privileged: false) { result in
+                        if case .success(let ack) = result { completions.acks.withLock { $0.append(ack) } }
+                    }
+                }
+            }
         }
         await bus.flush()
-        /// Per room: (seq, "envelope" | "ack") in arrival order.
-        func arrivals(_ session: SessionHandle, expected: Int) async -> [RoomName: [(UInt64, String)]] {
+        let lobbyCount = (0..<rounds).filter { $0 % 3 != 0 }.count * 2 + rounds / 2
+        let all = 2 * rounds + rounds
+        // (session, events expected, of which acks)
+        for (session, expected, ackCount) in [(a, all, rounds), (b, all, rounds), (alsoAlice, lobbyCount, 0),
+                                              (c, lobbyCount, 0), (tap, all, 0)] {
             let got = await events(of: session, count: expected) {
                 switch $0 { case .envelope(let e): e.kind == .chat; case .ack: true; default: false }
             }
-            var byRoom: [RoomName: [(UInt64, String)]] = [:]
+            var ids: [String] = []
+            var seqs: [RoomName: [UInt64]] = [:]
             for event in got {
                 switch event {
-                case .envelope(let e): byRoom[e.room, default: []].append((e.seq, "envelope"))
-                case .ack(let ack): byRoom[ack.room, default: []].append((ack.seq, "ack"))
+                case .envelope(let e): ids.append(e.id); seqs[e.room, default: []].append(e.seq)
+                case .ack(let ack): ids.append(ack.id); seqs[ack.room, default: []].append(ack.seq)
                 default: break
                 }
             }
-            return byRoom
-        }
-        let kitchenCount = (0..<rounds).filter { $0 % 3 == 0 }.count * 2
-        let lobbyCount = 2 * rounds - kitchenCount
-        // (session, events expected, of which acks): a publisher gets acks for its own messages;
-        // alice's other session gets them as envelopes.
-        for (session, expected, ackCount) in [(a, 2 * rounds, rounds), (b, 2 * rounds, rounds),
-                                              (alsoAlice, lobbyCount, 0), (c, lobbyCount, 0)] {
-            let byRoom = await arrivals(session, expected: expected)
-            for (room, seen) in byRoom {
-                let seqs = seen.map(\.0)
-                #expect(seqs == Array(seqs.first!...(seqs.first! + UInt64(seqs.count) - 1)), "\(session) in \(room): \(seqs)")
+            #expect(got.count == expected, "\(session)")
+            #expect(got.filter { if case .ack = $0 { true } else { false } }.count == ackCount, "\(session)")
+            #expect(ids == ids.sorted() && Set(ids).count == ids.count, "\(session): not in commit order")
+            for (room, list) in seqs {
+                #expect(list == Array(list.first!...(list.first! + UInt64(list.count) - 1)), "\(session) in \(room): \(list)")
             }
-            let all = byRoom.values.flatMap { $0 }
-            #expect(all.count == expected, "\(session)")
-            #expect(all.filter { $0.1 == "ack" }.count == ackCount, "\(session)")
         }
+        let acked = completions.acks.withLock { $0 }
+        #expect(acked.count == rounds)
+        #expect(acked.map(\.id) == acked.map(\.id).sorted(), "completions out of commit order")
     }
 
     @Test func duplicateClientIDIsAckedAgainNotRepublished() async throws {
