@@ -103,45 +103,28 @@ public final class SessionHandle: Sendable, Hashable, CustomStringConvertible {
     /// Queues `event`; on overflow the session is closed and its sink told why.
     @discardableResult
     func push(_ event: SessionEvent) -> PushResult {
-        enum Outcome { case queued(signal: Bool), overflow, closed }
-        let outcome: Outcome = outbox.withLock { box in
-            if box.closed { return .closed }
-            if box.events.count >= box.capacity {
-                box.closed = true
-                box.events.removeAll()
-                return .overflow
-            }
-            box.events.append(event)
-            if box.signaled { return .queued(signal: false) }
-            box.signaled = true
-            return .queued(signal: true)
-        }
-        switch outcome {
-        case .queued(let signal):
-            if signal { sink.outboxReady() }
-            return .queued
-        case .overflow:
-            sink.closeRequested(SwitchboardError(.slowConsumer, "outbound queue overflowed; the session could not keep up"))
-            return .overflowed
-        case .closed:
-            return .closed
-        }
+        enqueue(count: 1) { $0.append(event) }
     }
-
 
     /// Queues `events` in order under one lock; if they do not all fit, the session is
     /// closed and its sink told why (as ``push(_:)`` would on the first that did not).
     func push(contentsOf events: [SessionEvent]) -> PushResult {
         guard !events.isEmpty else { return .queued }
+        return enqueue(count: events.count) { $0.append(contentsOf: events) }
+    }
+
+    /// Adds `count` events with `append` under the lock, or closes the session if they
+    /// do not fit; tells the sink (outside the lock) what it must know.
+    private func enqueue(count: Int, _ append: (inout Deque<SessionEvent>) -> Void) -> PushResult {
         enum Outcome { case queued(signal: Bool), overflow, closed }
         let outcome: Outcome = outbox.withLock { box in
             if box.closed { return .closed }
-            if box.events.count + events.count > box.capacity {
+            if box.events.count + count > box.capacity {
                 box.closed = true
                 box.events.removeAll()
                 return .overflow
             }
-            box.events.append(contentsOf: events)
+            append(&box.events)
             if box.signaled { return .queued(signal: false) }
             box.signaled = true
             return .queued(signal: true)
