@@ -69,14 +69,20 @@ public final class SQLiteStore: HistoryStore, RoomStore, AccountStore, Sendable 
         if pending {
             logger.info("migrating database schema", metadata: ["path": "\(path)"])
         }
-        do {
-            try migrator.migrate(pool)
-        } catch {
-            // Two processes opening a new file at once both see the migration pending;
-            // the second one fails on the tables the first created. Its retry finds the
-            // migration applied; a genuine failure fails again and is thrown.
-            logger.debug("migration failed; retrying once", metadata: ["error": "\(error)"])
-            try migrator.migrate(pool)
+        // Stores opening a new file at once all see the same migrations pending, and
+        // the ones that lose a race fail on the tables the winner created. Each such
+        // failure means one more migration was applied by someone else, so retrying at
+        // most once per migration always gets through; a genuine failure is thrown.
+        var failures = 0
+        while true {
+            do {
+                try migrator.migrate(pool)
+                break
+            } catch {
+                failures += 1
+                guard failures <= migrator.migrations.count else { throw error }
+                logger.debug("migration raced another opener; retrying", metadata: ["error": "\(error)"])
+            }
         }
 
         self.path = path
