@@ -83,17 +83,17 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     /// Adds a connection to an upgraded channel's pipeline (on its event loop).
     static func install(on channel: any Channel, shared: WebSocketShared) throws {
         let handle = WebSocketConnectionHandle(id: shared.connections.makeID(), eventLoop: channel.eventLoop)
-        let connection = WebSocketConnection(shared: shared, handle: handle, channel: channel)
+        let connection = try WebSocketConnection(shared: shared, handle: handle, channel: channel)
         try channel.pipeline.syncOperations.addHandler(connection)
         handle.connection.value = connection
         shared.connections.add(handle)
     }
 
-    private init(shared: WebSocketShared, handle: WebSocketConnectionHandle, channel: any Channel) {
+    private init(shared: WebSocketShared, handle: WebSocketConnectionHandle, channel: any Channel) throws {
         self.shared = shared
         self.handle = handle
         self.limiter = TokenBucket(rate: shared.settings.ratePerSecond, burst: shared.settings.rateBurst)
-        self.writer = Writer(channel: channel, shared: shared, frames: shared.frameCaches.cache(for: channel.eventLoop))
+        self.writer = try Writer(channel: channel, shared: shared, frames: shared.frameCaches.cache(for: channel.eventLoop))
     }
 
     private var logger: Logger { shared.logger }

@@ -20,8 +20,7 @@ extension WebSocketConnection {
         private let frames: EnvelopeEncodingCache
         /// The WebSocket frame encoder's place in the pipeline: frames this writer encodes
         /// itself (``ServerFrame/textFrame(_:allocator:)``) are written from there, past it.
-        /// Nil if the pipeline has no such encoder; frames then go through it.
-        private let encoderContext: ChannelHandlerContext?
+        private let encoderContext: ChannelHandlerContext
         private var session: SessionHandle?
         private var events: Deque<SessionEvent> = []
         /// Events that arrived behind a `joined` whose replay is still being read.
@@ -47,11 +46,12 @@ extension WebSocketConnection {
         /// A joined batch is handed to the channel once it reaches this size.
         static let maxBatchBytes = 64 * 1024
 
-        init(channel: any Channel, shared: WebSocketShared, frames: EnvelopeEncodingCache) {
+        init(channel: any Channel, shared: WebSocketShared, frames: EnvelopeEncodingCache) throws {
             self.channel = channel
             self.shared = shared
             self.frames = frames
-            self.encoderContext = try? channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
+            // NIO's upgrader put the encoder there before the connection's handler.
+            self.encoderContext = try channel.pipeline.syncOperations.context(handlerType: WebSocketFrameEncoder.self)
         }
 
         /// The session is authenticated: its events may flow.
@@ -66,13 +66,9 @@ extension WebSocketConnection {
             guard !closing else { return }
             awaitingPong = true
             emitBatch()
-            if let encoderContext {
-                var frame = channel.allocator.buffer(capacity: 2)
-                frame.writeBytes([0x89, 0x00])   // FIN, ping, no payload, unmasked
-                encoderContext.writeAndFlush(NIOAny(frame), promise: nil)
-            } else {
-                channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .ping, data: ByteBuffer()), promise: nil)
-            }
+            var frame = channel.allocator.buffer(capacity: 2)
+            frame.writeBytes([0x89, 0x00])   // FIN, ping, no payload, unmasked
+            encoderContext.writeAndFlush(NIOAny(frame), promise: nil)
         }
 
         /// A frame of any kind came from the peer.
@@ -231,28 +227,21 @@ extension WebSocketConnection {
 
         /// Writes a complete, unmasked text frame (header included).
         private func write(_ frame: ByteBuffer) {
-            if encoderContext != nil {
-                pendingFlush = true
-                guard var joined = batch.take() else {
-                    batch = frame
-                    batchIsBorrowed = true
-                    return
-                }
-                if batchIsBorrowed {
-                    var copy = channel.allocator.buffer(capacity: max(1024, 2 * (joined.readableBytes + frame.readableBytes)))
-                    copy.writeImmutableBuffer(joined)
-                    joined = copy
-                    batchIsBorrowed = false
-                }
-                joined.writeImmutableBuffer(frame)
-                batch = joined
-                if joined.readableBytes >= Self.maxBatchBytes { emitBatch() }
-            } else {
-                let payload = frame.getSlice(at: frame.readerIndex + ServerFrame.headerLength(frame),
-                                             length: frame.readableBytes - ServerFrame.headerLength(frame))!
-                channel.write(WebSocketFrame(fin: true, opcode: .text, data: payload), promise: nil)
-            }
             pendingFlush = true
+            guard var joined = batch.take() else {
+                batch = frame
+                batchIsBorrowed = true
+                return
+            }
+            if batchIsBorrowed {
+                var copy = channel.allocator.buffer(capacity: max(1024, 2 * (joined.readableBytes + frame.readableBytes)))
+                copy.writeImmutableBuffer(joined)
+                joined = copy
+                batchIsBorrowed = false
+            }
+            joined.writeImmutableBuffer(frame)
+            batch = joined
+            if joined.readableBytes >= Self.maxBatchBytes { emitBatch() }
         }
 
         private func flush() {
@@ -264,7 +253,7 @@ extension WebSocketConnection {
 
         /// Hands the joined frames to the channel (written past the frame encoder).
         private func emitBatch() {
-            guard let batch = batch.take(), let encoderContext else { return }
+            guard let batch = batch.take() else { return }
             encoderContext.write(NIOAny(batch), promise: nil)
         }
 
