@@ -381,38 +381,50 @@ struct BusEngine {
     private mutating func deliverRun(_ batch: Batch, _ run: Range<Int>) {
         var items: [RunItem] = []
         items.reserveCapacity(run.count)
-        var groups: [RoomName: [Int]] = [:]
-        var order: [RoomName] = []
+        // The run's rooms in first-delivery order, each looked up (hashed) once per envelope.
+        var groupIndex: [RoomName: Int] = [:]
+        var groups: [RunGroup] = []
         for i in run {
             guard let delivery = batch.effects[i].delivery else { continue }
             let room = batch.envelopes[delivery.index].room
-            guard case .group = room.scope, rooms[room] != nil else {
-                for effect in run { deliverOne(batch, effect) }
-                return
+            let g: Int
+            if let known = groupIndex[room] {
+                g = known
+            } else {
+                guard case .group = room.scope, let members = rooms[room]?.members else {
+                    for effect in run { deliverOne(batch, effect) }
+                    return
+                }
+                g = groups.count
+                groupIndex[room] = g
+                groups.append(RunGroup(members: members))
             }
-            if groups[room] == nil { order.append(room) }
-            groups[room, default: []].append(items.count)
-            items.append(RunItem(effect: i, envelope: delivery.index, room: room, publisher: delivery.session, ack: delivery.ack))
+            groups[g].positions.append(items.count)
+            if let session = delivery.session, groups[g].members[session.id] != nil,
+               !groups[g].publishers.contains(session.id) {
+                groups[g].publishers.append(session.id)
+            }
+            items.append(RunItem(effect: i, envelope: delivery.index, group: g, publisher: delivery.session, ack: delivery.ack))
         }
-        // Sessions that are members of more than one of the run's rooms.
+        // Sessions that are members of more than one of the run's rooms (usually none, or
+        // the few that publish to many rooms: a short list, scanned rather than hashed).
         var merged: [UInt64: SessionHandle] = [:]
-        if order.count > 1 {
+        if groups.count > 1 {
             var seen: Set<UInt64> = []
-            for room in order {
-                for (id, session) in rooms[room]?.members ?? [:] where !seen.insert(id).inserted { merged[id] = session }
+            for group in groups {
+                for (id, session) in group.members where !seen.insert(id).inserted { merged[id] = session }
             }
         }
-        for room in order {
-            let positions = groups[room] ?? []
-            let members = rooms[room]?.members ?? [:]
-            let roomItems = positions.map { items[$0] }
+        let mergedIDs = merged.count <= 8 ? Array(merged.keys) : nil
+        func isMerged(_ id: UInt64) -> Bool {
+            if let mergedIDs { return !mergedIDs.isEmpty && mergedIDs.contains(id) }
+            return merged[id] != nil
+        }
+        for group in groups {
+            let roomItems = group.positions.map { items[$0] }
             let events = roomItems.map { SessionEvent.envelope(batch.envelopes[$0.envelope]) }
-            var publishers: Set<UInt64> = []
-            for item in roomItems {
-                if let session = item.publisher, members[session.id] != nil { publishers.insert(session.id) }
-            }
-            for (id, session) in members where merged[id] == nil {
-                if publishers.contains(id) {
+            for (id, session) in group.members where !isMerged(id) {
+                if !group.publishers.isEmpty && group.publishers.contains(id) {
                     let (own, count) = runEvents(for: session, of: roomItems, in: batch) { _ in true }
                     push(own, to: session, envelopes: count)
                 } else {
@@ -421,7 +433,7 @@ struct BusEngine {
             }
         }
         for (id, session) in merged {
-            let (own, count) = runEvents(for: session, of: items, in: batch) { self.rooms[$0]?.members[id] != nil }
+            let (own, count) = runEvents(for: session, of: items, in: batch) { groups[$0].members[id] != nil }
             push(own, to: session, envelopes: count)
         }
         if !taps.isEmpty {
@@ -429,10 +441,18 @@ struct BusEngine {
             for tap in taps.values { push(all, to: tap, envelopes: all.count) }
         }
         for item in items where item.ack {
-            if let session = item.publisher, rooms[item.room]?.members[session.id] != nil { continue }
+            if let session = item.publisher, groups[item.group].members[session.id] != nil { continue }
             guard case .deliver(_, let origin?, _) = batch.effects[item.effect] else { continue }
             respond(origin, Self.ack(for: batch.envelopes[item.envelope]))
         }
+    }
+
+    /// One room of a run: its members (as delivered), the run's items in it, and which of
+    /// its members published them (usually one or none: a list, not a set).
+    private struct RunGroup {
+        var members: [UInt64: SessionHandle]
+        var positions: [Int] = []
+        var publishers: [UInt64] = []
     }
 
     /// One delivery of a run, read from its effect once (copying a whole effect goes
@@ -440,7 +460,8 @@ struct BusEngine {
     private struct RunItem {
         var effect: Int
         var envelope: Int
-        var room: RoomName
+        /// Index of the item's room in the run's groups.
+        var group: Int
         var publisher: SessionHandle?
         var ack: Bool
     }
@@ -448,11 +469,11 @@ struct BusEngine {
     /// What `session` receives of `items` (in order) in the rooms where `isMember` holds:
     /// other sessions' envelopes, and acks for its own; and how many are envelopes.
     private func runEvents(for session: SessionHandle, of items: [RunItem], in batch: Batch,
-                        isMember: (RoomName) -> Bool) -> ([SessionEvent], Int) {
+                        isMember: (Int) -> Bool) -> ([SessionEvent], Int) {
         var events: [SessionEvent] = []
         events.reserveCapacity(items.count)
         var envelopes = 0
-        for item in items where isMember(item.room) {
+        for item in items where isMember(item.group) {
             let envelope = batch.envelopes[item.envelope]
             if item.publisher === session {
                 if item.ack { events.append(.ack(Self.ack(for: envelope))) }
