@@ -174,6 +174,9 @@ def sipp(workdir: Path, scenario: str, server_port: int, *, port: int, csv: Path
             "-p", str(port), "-mi", "127.0.0.1", "-mp", str(free_udp_port()), "-t", "u1", "-nostdin",
             "-auth_uri", "localhost", "-m", str(calls), "-r", str(rate), "-l", str(limit),
             "-timeout", f"{timeout_s}s", "-max_recv_loops", "1000", "-max_sched_loops", "1000",
+            # sipp's own socket buffers default to 64 KiB: a burst of answers overflows them
+            # (dropped by the kernel, retransmitted 500 ms later) whenever sipp is descheduled.
+            "-buff_size", "4194304",
             "-trace_stat", "-stf", str(workdir / "stat.csv"), "-fd", "1",
             "-trace_rtt", "-rtt_freq", "1", "-trace_err", "-error_file", str(workdir / "errors.log")]
     if csv:
