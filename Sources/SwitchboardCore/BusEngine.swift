@@ -314,8 +314,7 @@ struct BusEngine {
         let failure = SwitchboardError(.storageUnavailable, "the message could not be stored; it was not delivered")
         var next = batch.effects.startIndex
         while next < batch.effects.endIndex {
-            let effect = batch.effects[next]
-            if ok, effect.delivery != nil {
+            if ok, batch.effects[next].delivery != nil {
                 var end = next + 1
                 while end < batch.effects.endIndex, batch.effects[end].delivery != nil { end += 1 }
                 if end - next > 1 {
@@ -324,15 +323,18 @@ struct BusEngine {
                     continue
                 }
             }
+            let current = next
             next += 1
-            switch effect {
+            // Switched over in place: copying a whole effect (an enum with many payloads)
+            // goes through the runtime, once per message at a trickle.
+            switch batch.effects[current] {
             case .deliver(let index, let origin, let ack):
                 let envelope = batch.envelopes[index]
                 guard ok else {
                     if ack, let origin { fail(origin, failure, request: .publish, room: envelope.room, clientID: envelope.clientID) }
                     continue
                 }
-                deliverOne(batch, next - 1)
+                deliver(envelope, origin: origin, ack: ack)
             case .ephemeral(let envelope, let origin):
                 fanOut(envelope, except: origin)
             case .duplicate(let origin, let ack):
@@ -420,9 +422,12 @@ struct BusEngine {
             if let mergedIDs { return !mergedIDs.isEmpty && mergedIDs.contains(id) }
             return merged[id] != nil
         }
+        // With a single room in the run, taps get the same events as its members.
+        var onlyRoomEvents: [SessionEvent]?
         for group in groups {
             let roomItems = group.positions.map { items[$0] }
             let events = roomItems.map { SessionEvent.envelope(batch.envelopes[$0.envelope]) }
+            if groups.count == 1 { onlyRoomEvents = events }
             for (id, session) in group.members where !isMerged(id) {
                 if !group.publishers.isEmpty && group.publishers.contains(id) {
                     let (own, count) = runEvents(for: session, of: roomItems, in: batch) { _ in true }
@@ -437,7 +442,7 @@ struct BusEngine {
             push(own, to: session, envelopes: count)
         }
         if !taps.isEmpty {
-            let all = items.map { SessionEvent.envelope(batch.envelopes[$0.envelope]) }
+            let all = onlyRoomEvents ?? items.map { SessionEvent.envelope(batch.envelopes[$0.envelope]) }
             for tap in taps.values { push(all, to: tap, envelopes: all.count) }
         }
         for item in items where item.ack {
@@ -488,7 +493,11 @@ struct BusEngine {
     /// Delivers the committed `.deliver` effect at `index` on its own.
     private mutating func deliverOne(_ batch: Batch, _ index: Int) {
         guard case .deliver(let envelopeIndex, let origin, let ack) = batch.effects[index] else { return }
-        let envelope = batch.envelopes[envelopeIndex]
+        deliver(batch.envelopes[envelopeIndex], origin: origin, ack: ack)
+    }
+
+    /// A committed envelope to its room (or both users of a direct room), and its ack.
+    private mutating func deliver(_ envelope: Envelope, origin: LocalBus.Origin?, ack: Bool) {
         fanOut(envelope, except: origin?.session)
         if ack, let origin { respond(origin, Self.ack(for: envelope)) }
     }

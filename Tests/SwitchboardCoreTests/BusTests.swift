@@ -417,6 +417,26 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         await bus.shutdown()
     }
 
+    /// A run of one room's envelopes reaches its members and a tap whole and in order (the tap
+    /// shares the members' events then).
+    @Test func aTapGetsASingleRoomRunWholeAndInOrder() async throws {
+        let bus = try makeBus()
+        let tap = bus.openTap(name: UserName("bridge")!, via: .mqtt, sink: RecordingSink())
+        let member = try await joined(bus, bob)
+        await bus.flush()
+        _ = member.takeEvents()
+        _ = tap.takeEvents()
+        let device = Sender(user: alice, via: .mqtt)
+        for index in 0..<200 {
+            bus.submit(EnvelopeDraft(room: lobby, from: device, body: "m\(index)"), privileged: false) { _ in }
+        }
+        await bus.flush()
+        let expected = (0..<200).map { "m\($0)" }
+        #expect(envelopes(tap.takeEvents()).map(\.body) == expected)
+        #expect(envelopes(member.takeEvents()).map(\.body) == expected)
+        await bus.shutdown()
+    }
+
     @Test func submittedPublishesCompleteInOrderAfterCommit() async throws {
         let store = InMemoryHistoryStore()
         let bus = try makeBus(store)
