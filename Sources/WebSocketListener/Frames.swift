@@ -161,15 +161,6 @@ enum ServerFrame {
         return frame
     }
 
-    /// The header length of a frame made by ``textFrame(_:allocator:)``.
-    static func headerLength(_ frame: ByteBuffer) -> Int {
-        switch (frame.getInteger(at: frame.readerIndex + 1, as: UInt8.self) ?? 0) & 0x7F {
-        case 126: 4
-        case 127: 10
-        default: 2
-        }
-    }
-
     // MARK: Building blocks
 
     static func object(op: String, _ fields: (inout [UInt8]) -> Void) -> [UInt8] {

@@ -90,18 +90,22 @@ import Testing
         let bytes = Array(frame.readableBytesView)
         #expect(bytes[0] == 0x81, "FIN + text opcode")
         #expect(bytes[1] & 0x80 == 0, "server frames are not masked")
-        let header = ServerFrame.headerLength(frame)
+        // RFC 6455 §5.2: a 7-bit length, or 126 and 16 bits, or 127 and 64 bits.
+        let header: Int
         switch count {
         case ..<126:
-            #expect(header == 2)
+            header = 2
             #expect(Int(bytes[1]) == count)
         case ...65_535:
-            #expect(header == 4)
+            header = 4
+            #expect(bytes[1] == 126)
             #expect(Int(bytes[2]) << 8 | Int(bytes[3]) == count)
         default:
-            #expect(header == 10)
+            header = 10
+            #expect(bytes[1] == 127)
             #expect(bytes[2..<10].reduce(0) { $0 << 8 | Int($1) } == count)
         }
+        #expect(bytes.count == header + count)
         #expect(Array(bytes[header...]) == payload)
     }
 }
