@@ -34,6 +34,8 @@ final class SIPListenerService: ListenerService {
 
     var isReady: Bool { ready.load(ordering: .relaxed) }
 
+    static let datagramsPerRead = 16
+
     func run() async throws {
         let group = MultiThreadedEventLoopGroup.singleton
         let loop = group.next()
@@ -51,10 +53,13 @@ final class SIPListenerService: ListenerService {
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
-            // Room for the largest datagram; vector reads would split this buffer between messages.
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
-            // Up to 16 datagrams per wakeup, answered together (see SIPDatagramHandler).
-            .channelOption(.maxMessagesPerRead, value: 16)
+            // Up to 16 datagrams per `recvmmsg`: the buffer is split evenly between them, so each
+            // slot holds the largest datagram (64 KiB each, 1 MiB in all, reused while no
+            // datagram of the previous read is still referenced; the handler copies them out).
+            .channelOption(.datagramVectorReadMessageCount, value: Self.datagramsPerRead)
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Self.datagramsPerRead * 65_536))
+            // Up to 4 such reads per wakeup, answered together (see SIPDatagramHandler).
+            .channelOption(.maxMessagesPerRead, value: 4)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(SIPDatagramHandler(core: core, parser: parser))
