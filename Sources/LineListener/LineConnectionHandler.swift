@@ -414,48 +414,38 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         finishShutdownIfQuiet()
     }
 
-    /// Reads `(since, seq]` from history page by page, writes it, then `OK JOIN`, then what queued meanwhile.
+    /// Reads `(since, seq]` from history page by page, writes it as the peer takes it, then
+    /// `OK JOIN`, then what queued meanwhile.
     private func startReplay(room: RoomName, since: UInt64, seq: UInt64) {
         guard let context, let session else { return }
         replayBuffer = []
-        let bus = shared.bus
-        let user = session.user
-        context.eventLoop.makeFutureWithTask { () -> Result<[Envelope], SwitchboardError> in
-            var all: [Envelope] = []
-            var cursor = since
-            do throws(SwitchboardError) {
-                while cursor < seq {
-                    let page = try await bus.history(of: room, reader: user, before: seq + 1, after: cursor, limit: 1000)
-                    guard let last = page.last else { break }
-                    all.append(contentsOf: page)
-                    cursor = last.seq
-                }
-                return .success(all)
-            } catch {
-                return .failure(error)
-            }
-        }.assumeIsolated().whenSuccess { [self] result in
-            guard !closing, var buffered = replayBuffer else { return }
-            replayBuffer = nil
-            _ = pending.popFirst()
-            switch result {
-            case .success(let envelopes):
-                for envelope in envelopes { writeEnvelope(envelope, traffic: true) }
-                writeAnswer(.ok(command: "JOIN", details: "\(room) \(seq)"))
-            case .failure(let error):
-                writeAnswer(.err(code: error.code.rawValue, message: error.message))
-            }
-            while let event = buffered.popFirst() {
-                if replayBuffer != nil {
-                    // An event just handled started another replay: the rest waits for it.
-                    replayBuffer!.append(event)
+        HistoryReplay.start(
+            bus: shared.bus, room: room, reader: session.user, after: since, through: seq, channel: context.channel,
+            isCancelled: { [self] in closing || replayBuffer == nil },
+            write: { [self] page in
+                for envelope in page { writeEnvelope(envelope, traffic: true) }
+                flush()
+            },
+            finish: { [self] error in
+                guard var buffered = replayBuffer else { return }
+                replayBuffer = nil
+                _ = pending.popFirst()
+                if let error {
+                    writeAnswer(.err(code: error.code.rawValue, message: error.message))
                 } else {
-                    handleEvent(event)
+                    writeAnswer(.ok(command: "JOIN", details: "\(room) \(seq)"))
                 }
-            }
-            flush()
-            drainOutbox()
-        }
+                while let event = buffered.popFirst() {
+                    if replayBuffer != nil {
+                        // An event just handled started another replay: the rest waits for it.
+                        replayBuffer!.append(event)
+                    } else {
+                        handleEvent(event)
+                    }
+                }
+                flush()
+                drainOutbox()
+            })
     }
 
     /// Called on the event loop when the bus wants the session gone.

@@ -32,19 +32,19 @@ public final class ConnectionTracker: Sendable {
         for channel in channels {
             channel.pipeline.fireUserInboundEventTriggered(event)
         }
-        let deadline = ContinuousClock.now + grace
-        for channel in channels {
-            let remaining = deadline - ContinuousClock.now
-            if remaining > .zero {
-                _ = try? await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask { try await channel.closeFuture.get() }
-                    group.addTask { try await Task.sleep(for: remaining) }
-                    try await group.next()
-                    group.cancelAll()
-                }
-            }
-            try? await channel.close()
+        // Each connection is closed at the deadline on its own loop if it has not gone by then:
+        // a connection that never closes by itself (a peer that does not read its goodbye)
+        // cannot hold up the others or the shutdown. (A task group racing `closeFuture`
+        // against a sleep would wait for `closeFuture` anyway: it cannot be cancelled.)
+        let nanos = Int64(grace.components.seconds) * 1_000_000_000 + grace.components.attoseconds / 1_000_000_000
+        let deadline = NIODeadline.now() + .nanoseconds(max(nanos, 0))
+        let timers = channels.map { channel in
+            channel.eventLoop.scheduleTask(deadline: deadline) { channel.close(promise: nil) }
         }
+        for channel in channels {
+            try? await channel.closeFuture.get()
+        }
+        for timer in timers { timer.cancel() }
         return channels.count
     }
 }

@@ -87,6 +87,8 @@ public struct ConfigSchema: Sendable {
         ]),
         ("websocket", listenerKeys(port: 8080, enabled: true) + [
             Key("max_connections", .int(1...1_000_000), .int(20_000)),
+            Key("max_http_connections", .int(1...1_000_000), .int(1_024)),
+            Key("http_idle_timeout_seconds", .int(1...3_600), .int(30)),
             Key("max_message_bytes", .int(1024...16_777_216), .int(65_536)),
             Key("max_frame_bytes", .int(1024...67_108_864), .int(1_048_576)),
             Key("idle_timeout_seconds", .int(1...86_400), .int(300)),

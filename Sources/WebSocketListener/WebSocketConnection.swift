@@ -67,6 +67,8 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     private var fragments: Message?
     private var held: Deque<Message> = []
     private var busyAsync = false
+    /// The peer closed its side of the TCP connection without a close frame.
+    private var inputClosed = false
     private var reading = true
     /// No more client messages are run (closing, or closed).
     private var stopped = false
@@ -174,6 +176,11 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if event is ChannelShouldQuiesceEvent {
             close(SwitchboardError(.shuttingDown, "server is shutting down"), code: .goingAway)
+        } else if let event = event as? ChannelEvent, event == .inputClosed {
+            // A tab that crashed, a client that dropped the socket (RFC 6455 §7.1.5, 1006): the
+            // session ends now, not at the next missed ping, once what was read is answered.
+            inputClosed = true
+            finishIfPeerLeft()
         } else {
             context.fireUserInboundEventTriggered(event)
         }
@@ -205,7 +212,17 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         while !stopped, !busyAsync, let message = held.popFirst() {
             run(message)
         }
+        finishIfPeerLeft()
         updateReading()
+    }
+
+    /// After the peer closed its side: once every frame it sent is answered, the replies go
+    /// out and the connection closes (which ends the session).
+    private func finishIfPeerLeft() {
+        guard inputClosed, held.isEmpty, !busyAsync, let context else { return }
+        stopped = true
+        writer.detach()
+        context.close(promise: nil)
     }
 
     private func updateReading() {

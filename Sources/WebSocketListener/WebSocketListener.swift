@@ -114,11 +114,13 @@ final class WebSocketListenerService: ListenerService {
         page.register(on: router)
 
         let logger = context.logger
+        let httpConnections = ConnectionTracker(limit: settings.maxHTTPConnections)
         return Application(
             router: router,
             server: HTTPServerBuilder { responder in
                 WebSocketServerChannel(
                     responder: responder, maxFrameSize: settings.maxFrameBytes,
+                    httpConnections: httpConnections, httpIdleTimeout: .seconds(Int64(settings.httpIdleTimeoutSeconds)),
                     refusal: { head in self.refusal(head) },
                     upgraded: { channel in
                         SwitchboardMetrics.connectionAccepted(.ws)

@@ -5,6 +5,8 @@ struct WebSocketSettings: Sendable {
     var bind: String
     var port: Int
     var maxConnections: Int
+    var maxHTTPConnections: Int
+    var httpIdleTimeoutSeconds: Int
     var maxMessageBytes: Int
     var maxFrameBytes: Int
     var idleTimeoutSeconds: Int
@@ -21,6 +23,8 @@ struct WebSocketSettings: Sendable {
         bind = config.string("websocket", "bind")
         port = config.int("websocket", "port")
         maxConnections = config.int("websocket", "max_connections")
+        maxHTTPConnections = config.int("websocket", "max_http_connections")
+        httpIdleTimeoutSeconds = config.int("websocket", "http_idle_timeout_seconds")
         maxMessageBytes = config.int("websocket", "max_message_bytes")
         maxFrameBytes = max(config.int("websocket", "max_frame_bytes"), maxMessageBytes)
         idleTimeoutSeconds = config.int("websocket", "idle_timeout_seconds")

@@ -42,7 +42,6 @@ extension WebSocketConnection {
 
         static let writabilityRecheck = TimeAmount.milliseconds(5)
         static let closeTimeout = TimeAmount.seconds(5)
-        static let replayPage = 500
         /// A joined batch is handed to the channel once it reaches this size.
         static let maxBatchBytes = 64 * 1024
 
@@ -140,42 +139,29 @@ extension WebSocketConnection {
             write(ServerFrame.occupants(room, shared.bus.occupants(of: room)))
         }
 
-        /// Reads `(after, through]` of `room` page by page off the loop, writes it, then `joined`.
+        /// Reads `(after, through]` of `room` page by page off the loop, writes it as the peer
+        /// takes it, then `joined`, then what queued behind it.
         private func startReplay(room: RoomName, after: UInt64, through seq: UInt64, reader: UserName) {
             replaying = true
             flush()
-            let bus = shared.bus
-            channel.eventLoop.makeFutureWithTask { () -> Result<[Envelope], SwitchboardError> in
-                var all: [Envelope] = []
-                var cursor = after
-                do throws(SwitchboardError) {
-                    while cursor < seq {
-                        let page = try await bus.history(of: room, reader: reader, before: seq + 1, after: cursor, limit: Self.replayPage)
-                        guard let last = page.last else { break }
-                        all.append(contentsOf: page)
-                        cursor = last.seq
+            HistoryReplay.start(
+                bus: shared.bus, room: room, reader: reader, after: after, through: seq, channel: channel,
+                isCancelled: { [self] in closing },
+                write: { [self] page in
+                    for envelope in page { write(ServerFrame.envelope(envelope)) }
+                    flush()
+                },
+                finish: { [self] error in
+                    replaying = false
+                    if let error { write(ServerFrame.error(error, request: "join", room: room.rawValue)) }
+                    writeJoined(room, seq: seq)
+                    // What queued behind the replay, then the outbox.
+                    while !replaying, let event = held.popFirst() {
+                        handle(event)
                     }
-                    return .success(all)
-                } catch {
-                    return .failure(error)
-                }
-            }.assumeIsolated().whenSuccess { [self] result in
-                replaying = false
-                guard !closing else { return }
-                switch result {
-                case .success(let envelopes):
-                    for envelope in envelopes { write(ServerFrame.envelope(envelope)) }
-                case .failure(let error):
-                    write(ServerFrame.error(error, request: "join", room: room.rawValue))
-                }
-                writeJoined(room, seq: seq)
-                // What queued behind the replay, then the outbox.
-                while !replaying, let event = held.popFirst() {
-                    handle(event)
-                }
-                flush()
-                if !replaying { drainOutbox() }
-            }
+                    flush()
+                    if !replaying { drainOutbox() }
+                })
         }
 
         /// Writes `error`, then starts the closing handshake with `code` (once): the
