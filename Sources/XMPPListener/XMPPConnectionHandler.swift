@@ -116,6 +116,12 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         logger[metadataKey: "peer"] = "\(context.channel.remoteAddress.map { "\($0)" } ?? "?")"
     }
 
+    /// The context holds this handler: keeping it past removal would keep both (and all this
+    /// connection's state) alive after the connection is gone.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         closing = true
         if let session {
