@@ -246,11 +246,18 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
                 pending.append(.part)
             case .say(let name, let text):
                 let room = try Self.room(name)
-                try shared.bus.publish(EnvelopeDraft(room: room, from: session.sender, body: text), from: session)
-                pending.append(.say)
+                let draft = EnvelopeDraft(room: room, from: session.sender, body: text)
+                if let other = room.otherParty(than: session.user) {
+                    // SAY into a direct room: the other user must exist, as with TELL.
+                    tell(draft, to: other, session: session, answer: .say)
+                } else {
+                    try shared.bus.publish(draft, from: session)
+                    pending.append(.say)
+                }
             case .tell(let name, let text):
                 guard let user = UserName(name) else { throw SwitchboardError(.invalidUser, "'\(name)' is not a valid user name") }
-                tell(EnvelopeDraft(room: .direct(session.user, user), from: session.sender, body: text), to: user, session: session)
+                tell(EnvelopeDraft(room: .direct(session.user, user), from: session.sender, body: text), to: user, session: session,
+                     answer: .tell)
             case .history(let name, let limit):
                 let room = try Self.room(name)
                 history(room, limit: limit ?? LineCommand.defaultHistoryLimit, session: session)
@@ -323,7 +330,8 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         write(.ok(command: "AUTH", details: user.rawValue))
     }
 
-    private func tell(_ draft: EnvelopeDraft, to user: UserName, session: SessionHandle) {
+    /// Publishes a direct message once `user` is known to exist; `answer` is the OK it gets.
+    private func tell(_ draft: EnvelopeDraft, to user: UserName, session: SessionHandle, answer: PendingReply) {
         let accounts = shared.accounts
         runAsync({ (try? await accounts.credentials(for: user)) != nil }) { handler, exists in
             guard exists else {
@@ -332,7 +340,7 @@ final class LineConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             }
             do throws(SwitchboardError) {
                 try handler.shared.bus.publish(draft, from: session)
-                handler.pending.append(.tell)
+                handler.pending.append(answer)
             } catch {
                 handler.writeError(error.code, error.message)
             }

@@ -65,6 +65,15 @@ public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible,
         return .group
     }
 
+    /// In a direct room that `user` is a party of, the other party (`user` again for notes to
+    /// self); nil for any other room. A message there must reach an existing account.
+    public func otherParty(than user: UserName) -> UserName? {
+        guard case .direct(let a, let b) = scope else { return nil }
+        if user == a { return b }
+        if user == b { return a }
+        return nil
+    }
+
     /// The kinds of room, told apart by the reserved prefixes.
     public enum Scope: Hashable, Sendable {
         /// An ordinary chat room that sessions join.

@@ -215,6 +215,11 @@ struct RESTAPI: Sendable {
         let message = try await decode(NewMessage.self, request, context)
         let draft = EnvelopeDraft(room: room, from: Sender(user: user, via: .rest), kind: try WebSocketConnection.kind(message.kind),
                                   body: message.body, attrs: message.attrs ?? [:], clientID: message.clientID)
+        // A direct room names both users: the other must exist (a `dm.<me>.<anyone>` room
+        // would otherwise wait for whoever takes that name later).
+        if let other = room.otherParty(than: user), (try? await shared.accounts.credentials(for: other)) == nil {
+            throw APIError(SwitchboardError(.noSuchUser, "no user named \(other)"))
+        }
         let ack = try await shared.bus.publish(draft, privileged: false)
         var out: [UInt8] = [UInt8(ascii: "{")]
         ServerFrame.ackFields(ack, into: &out)

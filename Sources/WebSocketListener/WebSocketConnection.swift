@@ -408,20 +408,31 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let kind = try Self.kind(frame.kind)
         switch (frame.room, frame.to) {
         case (let name?, nil):
-            try publish(frame, room: try Self.room(name), kind: kind, body: body, session: session)
+            let room = try Self.room(name)
+            if let other = room.otherParty(than: session.user) {
+                // A direct room given by name: the other user must exist, as with `to`.
+                sendDirect(frame, to: other, kind: kind, body: body, session: session)
+            } else {
+                try publish(frame, room: room, kind: kind, body: body, session: session)
+            }
         case (nil, let name?):
             guard let user = UserName(name) else { throw SwitchboardError(.invalidUser, "'\(name)' is not a valid user name") }
-            let accounts = shared.accounts
-            runAsync({ (try? await accounts.credentials(for: user)) != nil }) { connection, exists in
-                do throws(SwitchboardError) {
-                    guard exists else { throw SwitchboardError(.noSuchUser, "no user named \(user)") }
-                    try connection.publish(frame, room: .direct(session.user, user), kind: kind, body: body, session: session)
-                } catch {
-                    connection.replyError(error, request: frame.op, room: frame.room, clientID: frame.clientID)
-                }
-            }
+            sendDirect(frame, to: user, kind: kind, body: body, session: session)
         default:
             throw SwitchboardError(.badRequest, "send needs exactly one of 'room' or 'to'")
+        }
+    }
+
+    /// A direct message, once `user` is known to exist.
+    private func sendDirect(_ frame: ClientFrame, to user: UserName, kind: EnvelopeKind, body: String, session: SessionHandle) {
+        let accounts = shared.accounts
+        runAsync({ (try? await accounts.credentials(for: user)) != nil }) { connection, exists in
+            do throws(SwitchboardError) {
+                guard exists else { throw SwitchboardError(.noSuchUser, "no user named \(user)") }
+                try connection.publish(frame, room: .direct(session.user, user), kind: kind, body: body, session: session)
+            } catch {
+                connection.replyError(error, request: frame.op, room: frame.room, clientID: frame.clientID)
+            }
         }
     }
 

@@ -75,3 +75,33 @@ def test_direct_room_cannot_be_joined_and_history_is_private(server):
     expect_err(c.cmd("JOIN calls.alice"), "forbidden")
     seq, _ = a.join("calls.alice")
     assert seq >= 0
+
+
+def test_a_direct_room_named_by_hand_needs_the_other_user_to_exist(server):
+    """`dm.<me>.<nobody>` is refused on every protocol, as TELL to nobody is: such a room would
+    otherwise wait for whoever takes that name later. With an existing user it is TELL."""
+    import openapi_check as oc
+    from swb import USERS
+    from wsclient import ws_client
+
+    a = server.client("alice")
+    expect_err(a.cmd("SAY dm.alice.zzzz hello"), "no_such_user")
+    b = server.client("bob")
+    r = a.cmd("SAY dm.alice.bob by name")
+    assert re.fullmatch(r"OK SAY \d+", r), r
+    b.expect_msg("dm.alice.bob", "by name")
+
+    ws = ws_client(server, "alice")
+    ws.send({"op": "send", "room": "dm.alice.nobody", "body": "x"})
+    ws.expect_error("no_such_user")
+    ws.send({"op": "send", "room": "dm.alice.bob", "body": "by name over ws"})
+    assert ws.expect("ack")["room"] == "dm.alice.bob"
+
+    token = oc.call(server.http_url, "POST", "/api/v1/token", {"user": "alice", "password": USERS["alice"]}).body["token"]
+    r = oc.call(server.http_url, "POST", "/api/v1/rooms/dm.alice.nobody2/messages", {"body": "x"}, token=token)
+    assert r.status == 404 and r.body["error"]["code"] == "no_such_user", r
+    r = oc.call(server.http_url, "POST", "/api/v1/rooms/dm.alice.bob/messages", {"body": "by name over rest"}, token=token)
+    assert r.status == 201, r
+    # Nothing was stored for the refused rooms.
+    count, _ = a.history_cmd("dm.alice.zzzz")
+    assert count == 0
