@@ -23,6 +23,7 @@ final class SIPListenerService: ListenerService {
     private let settings: SIPSettings
     private let state: any SIPStateStore
     private let ready = Atomic<Bool>(false)
+    private let stopping = Atomic<Bool>(false)
     private let tracker: ConnectionTracker
 
     init(context: ListenerContext, state: any SIPStateStore) {
@@ -36,20 +37,8 @@ final class SIPListenerService: ListenerService {
 
     static let datagramsPerRead = 16
 
-    func run() async throws {
-        let group = MultiThreadedEventLoopGroup.singleton
-        let loop = group.next()
-        let bindings = try await state.sipBindings()
-        let memberships = try await state.sipMemberships()
-        let settings = self.settings, context = self.context, state = self.state
-        let core = try await loop.submit {
-            let core = SIPCore(loop: loop, settings: settings, bus: context.bus, accounts: context.accounts,
-                               state: state, logger: context.logger)
-            return NIOLoopBound(core, eventLoop: loop)
-        }.get()
-
-        let parser = SIPParser(limits: settings.limits)
-        let udp = try await DatagramBootstrap(group: loop)
+    private func bindUDP(loop: any EventLoop, core: NIOLoopBound<SIPCore>, parser: SIPParser) async throws -> any Channel {
+        try await DatagramBootstrap(group: loop)
             .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
@@ -67,6 +56,49 @@ final class SIPListenerService: ListenerService {
             }
             .bind(host: settings.bind, port: settings.port)
             .get()
+    }
+
+    /// NIO closes a UDP socket on any send error but a refused port (an unreachable network,
+    /// a broadcast address…): SIP over UDP would then be gone for everyone. While the listener
+    /// runs, such a socket is bound again on the same port (retried each second) and the core
+    /// sends through the new one.
+    private func rebindWhenClosed(_ udp: any Channel, loop: any EventLoop, core: NIOLoopBound<SIPCore>, parser: SIPParser) {
+        udp.closeFuture.whenComplete { _ in
+            guard !self.stopping.load(ordering: .relaxed) else { return }
+            self.context.logger.error("sip UDP socket closed after a socket error; binding it again",
+                                      metadata: ["address": "\(self.settings.bind):\(self.settings.port)"])
+            Task {
+                while !self.stopping.load(ordering: .relaxed) {
+                    do {
+                        let fresh = try await self.bindUDP(loop: loop, core: core, parser: parser)
+                        try await loop.submit {
+                            core.value.transport?.udp = fresh
+                            self.rebindWhenClosed(fresh, loop: loop, core: core, parser: parser)
+                        }.get()
+                        self.context.logger.notice("sip UDP socket bound again")
+                        return
+                    } catch {
+                        try? await Task.sleep(for: .seconds(1))
+                    }
+                }
+            }
+        }
+    }
+
+    func run() async throws {
+        let group = MultiThreadedEventLoopGroup.singleton
+        let loop = group.next()
+        let bindings = try await state.sipBindings()
+        let memberships = try await state.sipMemberships()
+        let settings = self.settings, context = self.context, state = self.state
+        let core = try await loop.submit {
+            let core = SIPCore(loop: loop, settings: settings, bus: context.bus, accounts: context.accounts,
+                               state: state, logger: context.logger)
+            return NIOLoopBound(core, eventLoop: loop)
+        }.get()
+
+        let parser = SIPParser(limits: settings.limits)
+        let udp = try await bindUDP(loop: loop, core: core, parser: parser)
         let tracker = self.tracker
         let tcp = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -92,6 +124,7 @@ final class SIPListenerService: ListenerService {
         try await loop.submit {
             let output = SIPOutput(udp: udp)
             core.value.transport = output
+            self.rebindWhenClosed(udp, loop: loop, core: core, parser: parser)
             core.value.restoreBindings(bindings)
             core.value.restoreMemberships(memberships)
             core.value.startHousekeeping()
@@ -104,10 +137,12 @@ final class SIPListenerService: ListenerService {
         try? await gracefulShutdown()
 
         ready.store(false, ordering: .relaxed)
+        stopping.store(true, ordering: .relaxed)
         try? await loop.submit { core.value.flushMemberships() }.get()
         let pending = try? await loop.submit { core.value.takePendingBindingWrites() }.get()
         if let pending, !pending.isEmpty { try? await state.replaceSIPBindings(pending) }
-        try? await udp.close()
+        let current = try? await loop.submit { core.value.transport?.udp }.get()
+        try? await current?.close()
         try? await tcp.close()
         for channel in tracker.all { channel.close(promise: nil) }
         context.logger.info("sip listener stopped")
@@ -116,7 +151,8 @@ final class SIPListenerService: ListenerService {
 
 /// Where the core's bytes go: the UDP socket, or the TCP connection a peer came in on.
 final class SIPOutput: SIPWireOutput {
-    let udp: any Channel
+    /// Replaced if NIO closes the socket after a send error (see `rebindWhenClosed`).
+    var udp: any Channel
     var connections: [SIPPeer: any Channel] = [:]
     private var pendingUDP = false
 
@@ -127,6 +163,8 @@ final class SIPOutput: SIPWireOutput {
     func send(_ bytes: [UInt8], to peer: SIPPeer) -> Bool {
         switch peer.transport {
         case .udp:
+            // A destination the socket cannot send to would make NIO close it.
+            guard Self.mayReach(peer.address, from: udp.localAddress) else { return false }
             let buffer = udp.allocator.buffer(bytes: bytes)
             udp.write(AddressedEnvelope(remoteAddress: peer.address, data: buffer), promise: nil)
             pendingUDP = true
@@ -135,6 +173,25 @@ final class SIPOutput: SIPWireOutput {
             guard let channel = connections[peer], channel.isActive else { return false }
             channel.writeAndFlush(channel.allocator.buffer(bytes: bytes), promise: nil)
             return true
+        }
+    }
+
+    /// False for destinations a datagram cannot go to from `local`: an unspecified, broadcast
+    /// or multicast address, another address family, or anything but loopback from a socket
+    /// bound to loopback.
+    static func mayReach(_ destination: SocketAddress, from local: SocketAddress?) -> Bool {
+        guard let ip = destination.ipAddress, let localIP = local?.ipAddress else { return false }
+        switch (destination, local) {
+        case (.v4, .v4?):
+            let octets = ip.split(separator: ".").compactMap { UInt8($0) }
+            guard octets.count == 4, ip != "0.0.0.0", ip != "255.255.255.255", !(224...239).contains(octets[0])
+            else { return false }
+            return !localIP.hasPrefix("127.") || octets[0] == 127
+        case (.v6, .v6?):
+            guard ip != "::", !ip.lowercased().hasPrefix("ff") else { return false }
+            return localIP != "::1" || ip == "::1"
+        default:
+            return false
         }
     }
 

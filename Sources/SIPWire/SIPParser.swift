@@ -87,23 +87,29 @@ public struct SIPParser: Sendable {
             pending = nil
             folded = nil
         }
-        for line in lines.dropFirst() {
-            guard line.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
-            if let firstByte = line.first, firstByte.isSIPWhitespace {
-                // A continuation line: folded into the previous field with one space.
-                if folded == nil {
-                    guard let pending else { throw .syntax("continuation line without a header") }
-                    folded = Array(pending)
+        // An error in a header line keeps the fields read before it, so that a server can still
+        // answer (400, 413) a request whose Via, From, To, Call-ID and CSeq came first.
+        do throws(SIPParseError) {
+            for line in lines.dropFirst() {
+                guard line.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
+                if let firstByte = line.first, firstByte.isSIPWhitespace {
+                    // A continuation line: folded into the previous field with one space.
+                    if folded == nil {
+                        guard let pending else { throw .syntax("continuation line without a header") }
+                        folded = Array(pending)
+                    }
+                    folded!.append(32)
+                    folded!.append(contentsOf: line.drop(while: \.isSIPWhitespace))
+                    guard folded!.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
+                } else {
+                    try flush()
+                    if !line.isEmpty { pending = line }
                 }
-                folded!.append(32)
-                folded!.append(contentsOf: line.drop(while: \.isSIPWhitespace))
-                guard folded!.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
-            } else {
-                try flush()
-                if !line.isEmpty { pending = line }
             }
+            try flush()
+        } catch {
+            throw error.with(headers: SIPHeaders(fields))
         }
-        try flush()
         return (startLine, SIPHeaders(fields))
     }
 

@@ -570,6 +570,54 @@ def test_options_and_unsupported_method(sserver, made):
     assert r.status == 405 and r.header("allow"), r
 
 
+def test_a_forward_udp_cannot_send_fails_alone_and_udp_keeps_serving(sserver, made):
+    """NIO closes a UDP socket on most send errors. An in-dialog request from a registered user
+    towards an address the socket cannot reach (another network from a loopback socket, the
+    broadcast address) must fail on its own: SIP over UDP keeps serving everyone."""
+    alice = registered(ua(sserver, made, "alice"))
+    other = registered(ua(sserver, made, "bob"))
+    for target in ("192.0.2.55", "255.255.255.255", "0.0.0.0"):
+        call_id = f"{random.getrandbits(64):x}@127.0.0.1"
+        data = raw_request(alice, [
+            f"INVITE sip:x@{target}:5060 SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{alice.port};branch=z9hG4bK{random.getrandbits(48):x};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:alice@{DOMAIN}>;tag={alice.from_tag}",
+            f"To: <sip:bob@{DOMAIN}>;tag=remote1",
+            f"Call-ID: {call_id}",
+            "CSeq: 1 INVITE",
+            f"Route: <sip:127.0.0.1:{sserver.sip_port};lr>",
+            "Content-Type: application/sdp",
+            "Content-Length: 5"], b"v=0\r\n")
+        alice.send_raw(data)
+        r = alice.expect_response(call_id, 1, timeout=T)
+        assert r.status >= 400, r
+        for c in (alice, other):
+            r = c.request("OPTIONS", f"sip:{DOMAIN}", to=f"sip:{DOMAIN}", timeout=5)
+            assert r.status == 200, (target, r)
+
+
+def test_a_header_line_that_breaks_a_request_is_answered(sserver, made):
+    """A request whose mandatory headers came first is answered, not dropped, when a later
+    header line is bad (400) or there are too many header fields (413)."""
+    c = registered(ua(sserver, made, "alice"))
+
+    def options(extra: list[str]):
+        call_id = f"{random.getrandbits(64):x}@127.0.0.1"
+        c.send_raw(raw_request(c, [
+            f"OPTIONS sip:{DOMAIN} SIP/2.0",
+            f"Via: SIP/2.0/UDP 127.0.0.1:{c.port};branch=z9hG4bK{random.getrandbits(48):x};rport",
+            f"From: <sip:alice@{DOMAIN}>;tag={c.from_tag}", f"To: <sip:{DOMAIN}>", f"Call-ID: {call_id}",
+            "CSeq: 7 OPTIONS", "Max-Forwards: 70", *extra, "Content-Length: 0"]))
+        return c.expect_response(call_id, 7, timeout=T)
+
+    assert options(["BrokenHeader"]).status == 400
+    assert options([": no name"]).status == 400
+    assert options([f"X-Filler-{i}: {i}" for i in range(200)]).status == 413
+    assert options(["X-Long: " + "a" * 9000]).status == 413
+    assert options([]).status == 200
+
+
 def raw_request(c: SIPClient, lines: list[str], body: bytes = b"") -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
