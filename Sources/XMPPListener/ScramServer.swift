@@ -46,7 +46,9 @@ struct ScramServer: Sendable {
         guard parts.count == 3 else { throw .malformed("client-first-message needs a GS2 header") }
         switch parts[0] {
         case "n", "y": break
-        default: throw Failure(condition: "encryption-required", text: "channel binding is not supported")
+        case let flag where flag.hasPrefix("p="):
+            throw Failure(condition: "encryption-required", text: "channel binding is not supported")
+        default: throw .malformed("the GS2 header starts with n, y or p=")
         }
         guard parts[1].isEmpty || parts[1].hasPrefix("a=") else { throw .malformed("bad authzid") }
         gs2Header = "\(parts[0]),\(parts[1]),"

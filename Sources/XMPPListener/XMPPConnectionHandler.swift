@@ -72,6 +72,10 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     private var phase: Phase = .awaitingHeader
     private var held: Deque<XMLStreamEvent> = []
     private var busy = false
+    /// MUC joins sent to the bus and not yet answered (`joined` or a failure): the stanzas
+    /// after a join wait for it, so a groupchat message right behind its join finds the room
+    /// joined (RFC 6120 §10.1: stanzas are handled in order).
+    private var joinsInFlight = 0
     private var closing = false
     private var reading = true
     private var authFailures = 0
@@ -169,7 +173,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
     // MARK: Event processing
 
     private func pump() {
-        while !closing, !busy, let event = held.popFirst() {
+        while !closing, !busy, joinsInFlight == 0, let event = held.popFirst() {
             handle(event)
         }
         let wantRead = held.count < Self.maxHeldEvents
@@ -317,11 +321,17 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             saslFailure("malformed-request", text: "PLAIN is authzid NUL user NUL password")
             return
         }
-        let (user, password) = (String(parts[1]), String(parts[2]))
+        let (authzid, user, password) = (String(parts[0]), String(parts[1]), String(parts[2]))
         let authenticator = shared.authenticator
         runAsync({ await authenticator.authenticate(user: user, password: password) }) { handler, user in
             guard let user else {
                 handler.saslFailure("not-authorized", text: "invalid user or password")
+                return
+            }
+            // RFC 4616: an authorization identity other than the user's own is refused (as with
+            // SCRAM): nobody may act as somebody else.
+            guard authzid.isEmpty || authzid == user.rawValue || authzid == "\(user.rawValue)@\(handler.domain)" else {
+                handler.saslFailure("invalid-authzid", text: "authorization identity must be the user")
                 return
             }
             handler.saslSuccess(user, additional: nil)
@@ -397,7 +407,10 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
 
     private func handleIQ(_ iq: XMLElement, user: UserName) {
         let type = iq.attribute("type") ?? ""
-        guard let payload = iq.elements.first, ["get", "set"].contains(type), iq.attribute("id") != nil else {
+        // RFC 6120 §8.2.3: a get or set carries exactly one payload.
+        guard let payload = iq.elements.first, iq.elements.count == 1, ["get", "set"].contains(type),
+              iq.attribute("id") != nil
+        else {
             if type == "result" || type == "error" { return }
             write(Stanza.error(replyingTo: iq, type: "modify", condition: "bad-request"))
             return
@@ -411,10 +424,29 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             return
         }
         let to = iq.attribute("to").flatMap(JID.init)
+        if iq.attribute("to") != nil, to == nil {
+            write(Stanza.error(replyingTo: iq, type: "modify", condition: "jid-malformed"))
+            return
+        }
+        // Answered here: iqs to the server, the MUC service, or the user's own account. Others
+        // are not routed (there is no server-to-server, and users get no iqs from each other).
+        let toServer = to.map { $0.local == nil && $0.resource == nil && ($0.domain == domain || $0.domain == mucDomain) } ?? true
+        let toOwnAccount = to.map { $0.local == user.rawValue && $0.domain == domain && $0.resource == nil } ?? false
+        guard toServer || toOwnAccount || payload.namespace == NS.discoInfo || payload.namespace == NS.discoItems else {
+            let foreign = to.map { $0.domain != domain && $0.domain != mucDomain } ?? false
+            write(Stanza.error(replyingTo: iq, type: "cancel", condition: foreign ? "remote-server-not-found" : "service-unavailable",
+                               from: to?.description ?? domain))
+            return
+        }
         switch (payload.name, payload.namespace, type) {
         case ("session", NS.session, "set"), ("ping", NS.ping, "get"):
             writeResult(iq)
         case ("query", NS.roster, "get"):
+            // RFC 6121 §2.1.3: a roster is read by its owner only.
+            guard to == nil || toOwnAccount else {
+                write(Stanza.error(replyingTo: iq, type: "auth", condition: "forbidden", from: to?.description ?? domain))
+                return
+            }
             writeResult(iq, [Stanza.element("query", NS.roster)])
         case ("query", NS.discoInfo, "get"):
             discoInfo(iq, to: to)
@@ -543,6 +575,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
         rooms[room] = RoomState(nick: nick, history: history)
         do {
             try shared.bus.join(session, room: room, since: nil)
+            joinsInFlight += 1
         } catch {
             rooms[room] = nil
             write(Stanza.error(replyingTo: presence, type: "cancel", condition: error.code == .forbidden ? "forbidden" : "not-allowed",
@@ -653,6 +686,8 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
                 break
             }
         }
+        // Stanzas that waited for a join's answer go on now.
+        if !busy, joinsInFlight == 0, !held.isEmpty { pump() }
         flush()
     }
 
@@ -686,6 +721,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
                     write(Stanza.error(replyingTo: pending.stanza, type: "modify", condition: "not-acceptable", text: error.message))
                 }
             case .join:
+                joinsInFlight = max(0, joinsInFlight - 1)
                 if let room, let state = rooms.removeValue(forKey: room) {
                     var stub = Stanza.element("presence", NS.client, [("from", jid.description), ("to", mucJID(room, nick: state.nick))])
                     stub.children = []
@@ -696,6 +732,7 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
                 break
             }
         case .joined(let room, let seq, _):
+            joinsInFlight = max(0, joinsInFlight - 1)
             joined(room, seq: seq, to: jid)
         case .left(let room):
             guard let state = rooms.removeValue(forKey: room) else { return }

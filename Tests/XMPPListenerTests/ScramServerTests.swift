@@ -63,6 +63,22 @@ import Testing
         #expect(throws: ScramServer.Failure.self) { try scram.start(clientFirst: message) }
     }
 
+    /// RFC 5802 §7: the GS2 flag is n, y or p=<binding>. Only p= asks for channel binding
+    /// (refused as `encryption-required`); anything else is a malformed request.
+    @Test func theGS2FlagDecidesTheCondition() {
+        var scram = ScramServer(mechanism: .sha256)
+        #expect(throws: ScramServer.Failure(condition: "encryption-required", text: "channel binding is not supported")) {
+            try scram.start(clientFirst: "p=tls-unique,,n=user,r=x")
+        }
+        var other = ScramServer(mechanism: .sha256)
+        do {
+            _ = try other.start(clientFirst: "x,,n=user,r=abc")
+            Issue.record("a bad GS2 flag was accepted")
+        } catch {
+            #expect(error.condition == "malformed-request")
+        }
+    }
+
     @Test func saslNamesAreUnescaped() {
         #expect(ScramServer.decodeSaslName("a=2Cb=3Dc") == "a,b=c")
         #expect(ScramServer.decodeSaslName("a=b") == nil)

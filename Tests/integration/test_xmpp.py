@@ -96,6 +96,21 @@ def plain_auth(user: str, password: str) -> str:
     return f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>"
 
 
+def test_plain_refuses_an_authorization_identity_of_someone_else(xserver):
+    """RFC 4616 / RFC 6120 §6.3.8: alice's password with authzid bob is `invalid-authzid`;
+    her own JID as authzid is fine."""
+    for authzid, answer in ((f"bob@{DOMAIN}", b"<invalid-authzid"), (f"alice@{DOMAIN}", b"<success")):
+        r = RawXMPP(xserver.xmpp_port, timeout=T)
+        r.open_stream()
+        r.starttls()
+        r.open_stream()
+        token = base64.b64encode(f"{authzid}\0alice\0{USERS['alice']}".encode()).decode()
+        r.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
+        data = r.read_until(re.compile(rb"<success|<failure[^>]*>\s*<[a-z-]+"), T)
+        assert answer in data, (authzid, data)
+        r.close()
+
+
 def raw_login(server, user: str = "alice", resource_: str = "raw") -> RawXMPP:
     """A raw connection through STARTTLS, SASL PLAIN and resource binding."""
     r = RawXMPP(server.xmpp_port, timeout=T)
@@ -315,6 +330,19 @@ def test_xmpp_occupants_see_each_other(xserver, clients):
     bob.disconnect()
     alice.expect_presence(lambda s: s.frm == f"{room_jid(room)}/bob" and s.type == "unavailable",
                           "bob gone after closing his stream", timeout=T)
+
+
+def test_a_groupchat_right_behind_its_join_is_handled_in_order(xserver, clients):
+    """RFC 6120 §10.1: a join presence and a groupchat message sent in one write are handled in
+    order: the message finds the room joined (no `not-acceptable`), after the self-presence."""
+    alice = xmpp(xserver, clients, "alice")
+    rj = room_jid("pipelined")
+    text = unique("right-behind")
+    alice.send_raw(f"<presence to='{rj}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+                   f"<message to='{rj}' type='groupchat' id='g1'><body>{text}</body></message>"
+                   f"<iq type='get' id='p1' to='{DOMAIN}'><ping xmlns='urn:xmpp:ping'/></iq>")
+    alice.expect_message(groupchat_from("pipelined", "alice", text), "reflection", timeout=T)
+    assert not alice.take_all(lambda s: s.type == "error"), "an error answered a stanza sent behind the join"
 
 
 def test_history_on_join(xserver, clients):
