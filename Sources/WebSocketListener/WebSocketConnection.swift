@@ -140,6 +140,9 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         let frame = unwrapInboundIn(data)
         lastInput = .now()
         writer.frameArrived()
+        // RFC 6455 §5.1: every client frame is masked. §5.2: with no extension negotiated, no
+        // reserved bit may be set, on control frames either.
+        guard frame.maskKey != nil, frame.reservedBits.isEmpty else { return protocolError() }
         switch frame.opcode {
         case .connectionClose:
             receivedClose(frame)
@@ -148,12 +151,12 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         case .pong:
             break
         case .text, .binary:
-            guard frame.reservedBits.isEmpty, fragments == nil else { return protocolError() }
+            guard fragments == nil else { return protocolError() }
             let fits = frame.length <= shared.settings.maxMessageBytes
             read(frame, into: Message(binary: frame.opcode == .binary, payload: fits ? frame.unmaskedData : nil))
         case .continuation:
             // Taken out, so that appending does not copy the bytes read so far.
-            guard frame.reservedBits.isEmpty, var message = fragments.take() else { return protocolError() }
+            guard var message = fragments.take() else { return protocolError() }
             if let payload = message.payload {
                 if payload.readableBytes + frame.length > shared.settings.maxMessageBytes {
                     message.payload = nil
@@ -203,6 +206,14 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         }
         fragments = nil
         guard !stopped else { return }
+        // RFC 6455 §8.1: a text message that is not UTF-8 fails the connection (1007).
+        if !message.binary, let payload = message.payload, String(validating: payload.readableBytesView, as: UTF8.self) == nil {
+            stopped = true
+            held.removeAll()
+            SwitchboardMetrics.reject(.ws, reason: .badRequest)
+            writer.answerClose(.dataInconsistentWithMessage)
+            return
+        }
         held.append(message)
         pump()
     }

@@ -815,13 +815,18 @@ def send_violation(raw: RawWS, case: str) -> None:
         raw.send_frame(0x3, b"?")
     elif case == "reserved_bit":
         raw.send_frame(0x1, b'{"op":"ping"}', rsv=4)
+    elif case == "reserved_bit_on_a_ping":
+        raw.send_frame(0x9, b"hi", rsv=1)
+    elif case == "unmasked_frame":
+        raw.send_frame(0x1, b'{"op":"ping"}', masked=False)
     else:
         raise AssertionError(case)
 
 
 def test_protocol_violations_close_with_1002_while_the_room_keeps_going(server):
     with Chatter(server) as chat:
-        for case in ["continuation_without_start", "text_inside_fragmented_message", "reserved_opcode", "reserved_bit"]:
+        for case in ["continuation_without_start", "text_inside_fragmented_message", "reserved_opcode", "reserved_bit",
+                     "reserved_bit_on_a_ping", "unmasked_frame"]:
             raw = RawWS("127.0.0.1", server.ws_port, timeout=10)
             try:
                 send_violation(raw, case)
@@ -832,6 +837,22 @@ def test_protocol_violations_close_with_1002_while_the_room_keeps_going(server):
             finally:
                 raw.close()
         chat.check()
+
+
+def test_a_text_message_that_is_not_utf8_closes_with_1007(server):
+    """RFC 6455 §8.1, also when the bad bytes sit in a field the server would ignore, and when
+    a multi-byte character is split across fragments only the whole message counts."""
+    raw = RawWS("127.0.0.1", server.ws_port, timeout=10)
+    try:
+        raw.send_frame(0x1, '{"op":"ping","x":"\u00e9'.encode()[:-1], fin=False)
+        raw.send_frame(0x0, '\u00e9"}'.encode()[-3:])
+        assert raw.recv_json(timeout=10) == {"op": "pong"}
+        raw.send_frame(0x1, b'{"op":"ping","x":"\xff\xfe"}')
+        frames, closed = raw.read_until_closed(timeout=10)
+        assert closed and close_code(frames) == 1007, frames
+        assert not [f for f in frames if f[0] == 0x1], frames
+    finally:
+        raw.close()
 
 
 def test_client_initiated_close_is_answered_then_the_connection_ends(server):

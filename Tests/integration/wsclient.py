@@ -316,19 +316,22 @@ class RawWS:
         status = head.split(b"\r\n", 1)[0]
         assert b" 101 " in status + b" ", f"handshake refused: {head!r}"
 
-    def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0) -> None:
-        """One masked frame; `rsv` goes into the three reserved bits (0-7)."""
-        mask = os.urandom(4)
+    def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv: int = 0, masked: bool = True) -> None:
+        """One frame, masked unless `masked` is False; `rsv` goes into the three reserved bits (0-7)."""
         b0 = (0x80 if fin else 0) | (rsv & 0x7) << 4 | opcode
+        bit = 0x80 if masked else 0
         n = len(payload)
         if n < 126:
-            header = struct.pack("!BB", b0, 0x80 | n)
+            header = struct.pack("!BB", b0, bit | n)
         elif n < 1 << 16:
-            header = struct.pack("!BBH", b0, 0x80 | 126, n)
+            header = struct.pack("!BBH", b0, bit | 126, n)
         else:
-            header = struct.pack("!BBQ", b0, 0x80 | 127, n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(header + mask + masked)
+            header = struct.pack("!BBQ", b0, bit | 127, n)
+        if not masked:
+            self.sock.sendall(header + payload)
+            return
+        mask = os.urandom(4)
+        self.sock.sendall(header + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
 
     def send_json(self, op: dict) -> None:
         self.send_frame(0x1, json.dumps(op).encode())
