@@ -56,13 +56,21 @@ public enum LineText {
         return String(decoding: bytes, as: UTF8.self)
     }
 
-    /// Returns `text` with every CR and LF replaced by a space, for fields that are not escaped
-    /// (`ERR` messages, `OK` details, names, `PONG` tokens) and must stay on one line.
+    /// Returns `text` with every CR and LF replaced by a space and every other control character
+    /// (but tab) by `?`, for fields that are not escaped (`ERR` messages, `OK` details, names,
+    /// `PONG` tokens): they stay on one line, and input echoed back (an unknown command) cannot
+    /// carry terminal escape sequences or NULs to the client.
     public static func singleLine(_ text: String) -> String {
         let utf8 = text.utf8
-        guard utf8.contains(where: { $0 == .lf || $0 == .cr }) else {
+        guard utf8.contains(where: isReplaced) else {
             return text
         }
-        return String(decoding: utf8.map { $0 == .lf || $0 == .cr ? .space : $0 }, as: UTF8.self)
+        return String(decoding: utf8.map { byte in
+            byte == .lf || byte == .cr ? .space : isReplaced(byte) ? UInt8(ascii: "?") : byte
+        }, as: UTF8.self)
+    }
+
+    private static func isReplaced(_ byte: UInt8) -> Bool {
+        (byte < 0x20 && byte != UInt8(ascii: "\t")) || byte == 0x7F
     }
 }

@@ -60,6 +60,10 @@ func randomText(using generator: inout SeededGenerator) -> String {
     @Test func singleLine() {
         #expect(LineText.singleLine("no breaks") == "no breaks")
         #expect(LineText.singleLine("a\nb\rc\r\nd") == "a b c  d")
+        // Other control characters are shown as `?` (no NUL or escape sequence reaches a terminal);
+        // tab and non-ASCII text stay.
+        #expect(LineText.singleLine("PI\u{0}NG \u{1B}[31mred\u{7F}") == "PI?NG ?[31mred?")
+        #expect(LineText.singleLine("tab\there, é") == "tab\there, é")
         #expect(LineText.singleLine("☃\n") == "☃ ")
     }
 }

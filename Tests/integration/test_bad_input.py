@@ -44,6 +44,16 @@ def test_unknown_command_and_bad_arguments(server, bystanders):
     assert_chat_works(*bystanders)
 
 
+def test_control_characters_are_not_echoed_back(server, bystanders):
+    """An unknown command is quoted in the ERR, with control characters shown as `?`: no NUL
+    or terminal escape sequence goes back to the client."""
+    c = server.client("alice")
+    r = c.cmd("PI\x00NG\x1b[2J")
+    expect_err(r, "unknown_command")
+    assert "\x00" not in r and "\x1b" not in r and 'PI?NG?[2J' in r, repr(r)
+    assert_chat_works(*bystanders)
+
+
 def test_invalid_utf8(server, bystanders):
     a = server.client("alice")
     a.join("lobby")
