@@ -544,7 +544,17 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             if type == "unavailable" { leaveAllRooms() }
             return
         }
-        guard let to = JID(toText), to.domain == mucDomain, let local = to.local else {
+        guard let to = JID(toText) else {
+            // A room JID with an empty nick lands here too (`room@conference.<domain>/`).
+            write(Stanza.error(replyingTo: presence, type: "modify", condition: "jid-malformed"))
+            return
+        }
+        guard to.domain == domain || to.domain == mucDomain else {
+            // No server-to-server: presence for another server (a MUC join there) goes nowhere.
+            write(Stanza.error(replyingTo: presence, type: "cancel", condition: "remote-server-not-found"))
+            return
+        }
+        guard to.domain == mucDomain, let local = to.local else {
             if type == nil || type == "unavailable" { return }  // directed presence to users: not routed
             write(Stanza.error(replyingTo: presence, type: "cancel", condition: "service-unavailable"))
             return

@@ -345,6 +345,17 @@ def test_a_groupchat_right_behind_its_join_is_handled_in_order(xserver, clients)
     assert not alice.take_all(lambda s: s.type == "error"), "an error answered a stanza sent behind the join"
 
 
+def test_presence_to_a_malformed_or_foreign_room_is_answered(xserver, clients):
+    """A join with an empty nick is jid-malformed; a join on another server (no federation) is
+    remote-server-not-found; neither is met with silence."""
+    alice = xmpp(xserver, clients, "alice")
+    for to, condition in ((f"{room_jid('lobby')}/", "jid-malformed"),
+                          ("lobby@conference.example.org/alice", "remote-server-not-found")):
+        alice.send_raw(f"<presence to='{to}'><x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        err = alice.expect_presence(lambda s: s.type == "error", f"an error for {to}", timeout=T)
+        assert err.error_condition == condition, (to, err)
+
+
 def test_history_on_join(xserver, clients):
     room = unique("hist").lower()
     ws = ws_client(xserver, "carol", timeout=T)
