@@ -1845,7 +1845,8 @@ def render_sip(sip: dict, summary: list) -> list[str]:
     sec.append("Kamailio 5.6 (Debian) runs `Tests/bench/peers/kamailio.cfg` (tm, registrar with an in-memory "
                "usrloc, auth_db over db_text, 2 UDP workers); Switchboard the release build with "
                "`digest_algorithms = [\"MD5\"]` (sipp 3.6 answers only MD5) and the rate cap lifted. Load: "
-               f"sipp, {sip.get('users')} users cycling for REGISTER, one sender and one receiver UA for MESSAGE"
+               f"sipp, {sip.get('users')} users cycling for REGISTER, one sender and one receiver UA for MESSAGE, "
+               "every sipp with 4 MiB socket buffers (`-buff_size`; sipp's 64 KiB default dropped bursts of answers)"
                + (" (quick mode: shorter runs)." if sip.get("quick") else "."))
     sec.append("")
     sec.append(sip_bench.render(sip))

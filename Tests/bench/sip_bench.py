@@ -243,77 +243,117 @@ def measure(server, workdir: Path, scenario: str, *, port: int, csv: Path, calls
     return stats
 
 
-def bench_server(kind: str, make_server, tmp: Path, quick: bool, log) -> dict:
-    users = {f"u{i:04d}": f"pw-u{i:04d}" for i in range(USERS)}
-    users.update({"alice": "alice-pw", "bob": "bob-pw"})
-    server = make_server(tmp, users).start()
-    result: dict = {}
-    try:
-        csv = tmp / "users.csv"
-        csv.write_text("SEQUENTIAL\n" + "\n".join(
+PHASES = ("register_saturation", "register_paced", "message_saturation", "message_paced")
+
+
+class Rig:
+    """One server under test with its users, its warm caches and bob's answering UA."""
+
+    def __init__(self, kind: str, make_server, tmp: Path, quick: bool):
+        self.kind, self.tmp = kind, tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        users = {f"u{i:04d}": f"pw-u{i:04d}" for i in range(USERS)}
+        users.update({"alice": "alice-pw", "bob": "bob-pw"})
+        self.server = make_server(tmp, users).start()
+        self.bob = None
+        self.csv = tmp / "users.csv"
+        self.csv.write_text("SEQUENTIAL\n" + "\n".join(
             csv_line(u, p, target="bob", expires=3600) for u, p in users.items() if u.startswith("u")) + "\n")
-        alice_csv = tmp / "alice.csv"
-        alice_csv.write_text("SEQUENTIAL\n" + csv_line("alice", "alice-pw", target="bob", body="bench message") + "\n")
-        sat_calls = 4000 if quick else 20000
-        paced_calls = 3000 if quick else 10000
-
+        self.alice_csv = tmp / "alice.csv"
+        self.alice_csv.write_text("SEQUENTIAL\n" + csv_line("alice", "alice-pw", target="bob", body="bench message") + "\n")
+        self.sat_calls = 4000 if quick else 20000
+        self.paced_calls = 3000 if quick else 10000
         # Warm up (credential caches, JIT-less but page-faulted paths).
-        measure(server, tmp / "warm", "bench_register.xml", port=free_port_pair(), csv=csv, calls=500,
+        measure(self.server, tmp / "warm", "bench_register.xml", port=free_port_pair(), csv=self.csv, calls=500,
                 rate=500, limit=100, timeout_s=30)
-        log(f"  {kind}: REGISTER at saturation ({sat_calls} registrations)")
-        result["register_saturation"] = measure(server, tmp / "reg-sat", "bench_register.xml", port=free_port_pair(),
-                                                csv=csv, calls=sat_calls, rate=100000, limit=200, timeout_s=120)
-        log(f"  {kind}: REGISTER paced at {PACED_RATE}/s")
-        result["register_paced"] = measure(server, tmp / "reg-paced", "bench_register.xml", port=free_port_pair(),
-                                           csv=csv, calls=paced_calls, rate=PACED_RATE, limit=1000, timeout_s=120)
-
         # bob: a sipp UAS answering every MESSAGE 200, registered from its own socket first.
         bob_port = free_port_pair()
-        register_from_port(server.port, "bob", "bob-pw", bob_port, domain="localhost")
-        alice_port = free_port_pair()
-        register_from_port(server.port, "alice", "alice-pw", alice_port, domain="localhost")
-        bob_dir = tmp / "bob"
-        bob_dir.mkdir()
-        bob = subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_message.xml"), "-i", "127.0.0.1",
-                                "-p", str(bob_port), "-mi", "127.0.0.1", "-mp", str(free_udp_port()),
-                                "-t", "u1", "-nostdin", "-max_recv_loops", "1000", "-timeout", "600s",
-                                "-trace_stat", "-stf", str(bob_dir / "stat.csv"), "-fd", "1"],
-                               cwd=str(bob_dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+        register_from_port(self.server.port, "bob", "bob-pw", bob_port, domain="localhost")
+        self.alice_port = free_port_pair()
+        register_from_port(self.server.port, "alice", "alice-pw", self.alice_port, domain="localhost")
+        self.bob_dir = tmp / "bob"
+        self.bob_dir.mkdir()
+        self.bob = subprocess.Popen(["sipp", "-sf", str(SCENARIOS / "uas_message.xml"), "-i", "127.0.0.1",
+                                     "-p", str(bob_port), "-mi", "127.0.0.1", "-mp", str(free_udp_port()),
+                                     "-t", "u1", "-nostdin", "-max_recv_loops", "1000", "-timeout", "3600s",
+                                     "-buff_size", "4194304",
+                                     "-trace_stat", "-stf", str(self.bob_dir / "stat.csv"), "-fd", "1"],
+                                    cwd=str(self.bob_dir), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.DEVNULL)
         time.sleep(0.5)
-        try:
-            log(f"  {kind}: relayed MESSAGE at saturation ({sat_calls} messages)")
-            result["message_saturation"] = measure(server, tmp / "msg-sat", "bench_message.xml", port=alice_port,
-                                                   csv=alice_csv, calls=sat_calls, rate=100000, limit=200,
-                                                   timeout_s=120)
-            log(f"  {kind}: relayed MESSAGE paced at {PACED_RATE}/s")
-            result["message_paced"] = measure(server, tmp / "msg-paced", "bench_message.xml", port=alice_port,
-                                              csv=alice_csv, calls=paced_calls, rate=PACED_RATE, limit=1000,
-                                              timeout_s=120)
+
+    def run(self, phase: str, rep: int) -> dict:
+        d = self.tmp / f"{phase}-{rep}"
+        if phase == "register_saturation":
+            return measure(self.server, d, "bench_register.xml", port=free_port_pair(), csv=self.csv,
+                           calls=self.sat_calls, rate=100000, limit=200, timeout_s=120)
+        if phase == "register_paced":
+            return measure(self.server, d, "bench_register.xml", port=free_port_pair(), csv=self.csv,
+                           calls=self.paced_calls, rate=PACED_RATE, limit=1000, timeout_s=120)
+        if phase == "message_saturation":
+            return measure(self.server, d, "bench_message.xml", port=self.alice_port, csv=self.alice_csv,
+                           calls=self.sat_calls, rate=100000, limit=200, timeout_s=120)
+        return measure(self.server, d, "bench_message.xml", port=self.alice_port, csv=self.alice_csv,
+                       calls=self.paced_calls, rate=PACED_RATE, limit=1000, timeout_s=120)
+
+    def close(self) -> int:
+        """Stops bob's UA and the server; returns how many MESSAGEs bob answered."""
+        received = 0
+        if self.bob:
             time.sleep(1.0)
-        finally:
-            bob.terminate()
+            self.bob.terminate()
             try:
-                bob.wait(timeout=10)
+                self.bob.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                bob.kill()
-        result["bob_received"] = sipp_stats(bob_dir)["successful"]
-    finally:
-        server.stop()
-    return result
+                self.bob.kill()
+            received = sipp_stats(self.bob_dir)["successful"]
+        self.server.stop()
+        return received
+
+
+def combine(runs: list[dict]) -> dict:
+    """The median of each figure over interleaved runs; calls summed; the runs kept."""
+    out: dict = {"runs": runs}
+    for field in ("calls_per_s", "cpu_us_per_transaction", "p50_ms", "p99_ms", "elapsed_s", "server_cpu_s"):
+        values = sorted(r[field] for r in runs if r.get(field) is not None)
+        out[field] = values[len(values) // 2] if values else None
+        if len(values) > 1:
+            out[field + "_range"] = [values[0], values[-1]]
+    for field in ("successful", "failed"):
+        out[field] = sum(r.get(field) or 0 for r in runs)
+    return out
 
 
 def run(binary: str, quick: bool = False, log=print) -> dict:
     for tool in ("sipp", "kamailio"):
         if not shutil.which(tool):
             raise RuntimeError(f"{tool} is not installed (make bench-deps installs sip-tester and kamailio)")
-    out: dict = {"quick": quick, "users": USERS, "paced_rate": PACED_RATE}
+    reps = 1 if quick else 3
+    out: dict = {"quick": quick, "users": USERS, "paced_rate": PACED_RATE, "repeats": reps}
     with tempfile.TemporaryDirectory(prefix="swb-sip-bench-") as d:
         tmp = Path(d)
-        log("SIP: Switchboard")
-        out["switchboard"] = bench_server("switchboard", lambda t, u: SwitchboardSIP(binary, t, u), tmp / "sb", quick, log)
-        log("SIP: Kamailio")
-        out["kamailio"] = bench_server("kamailio", lambda t, u: KamailioPeer(t, u), tmp / "k", quick, log)
+        # Both servers stay up for the whole section and take turns, phase by phase (the order
+        # alternating between repeats), so a VM that slows down or speeds up for a minute
+        # affects both sides of a ratio alike.
+        rigs: dict[str, Rig] = {}
+        try:
+            log("SIP: starting Switchboard and Kamailio")
+            rigs["switchboard"] = Rig("switchboard", lambda t, u: SwitchboardSIP(binary, t, u), tmp / "sb", quick)
+            rigs["kamailio"] = Rig("kamailio", lambda t, u: KamailioPeer(t, u), tmp / "k", quick)
+            runs: dict[str, dict[str, list]] = {kind: {phase: [] for phase in PHASES} for kind in rigs}
+            for phase in PHASES:
+                for rep in range(reps):
+                    order = ["switchboard", "kamailio"] if rep % 2 == 0 else ["kamailio", "switchboard"]
+                    for kind in order:
+                        log(f"  {kind}: {phase.replace('_', ' ')} (repeat {rep + 1} of {reps})")
+                        runs[kind][phase].append(rigs[kind].run(phase, rep))
+            for kind in rigs:
+                out[kind] = {phase: combine(runs[kind][phase]) for phase in PHASES}
+        finally:
+            for kind, rig in rigs.items():
+                received = rig.close()
+                if kind in out:
+                    out[kind]["bob_received"] = received
     return out
 
 
@@ -328,6 +368,9 @@ def render(result: dict) -> str:
         return f"| {name} | {a if a is not None else '—'}{unit} | {b if b is not None else '—'}{unit} | {ratio(a, b)} |"
 
     lines = [
+        f"Median of {result.get('repeats', 1)} runs per server and measure, the two servers taking turns "
+        "(ranges in the JSON file).",
+        "",
         "| measure | Switchboard | Kamailio | Switchboard / Kamailio |",
         "|---|---|---|---|",
         row("authenticated REGISTER/s at saturation", "register_saturation", "calls_per_s"),
