@@ -385,6 +385,7 @@ final class SIPCore {
             entry.request = SIPRequest(method: entry.request.method, uri: entry.request.uri)
         }
         perform(actions, server: key)
+        if !entry.transaction.isPending { entry.transaction.compactLastResponse() }
     }
 
     func sendStateless(_ response: SIPResponse, to peer: SIPPeer) {
@@ -395,6 +396,15 @@ final class SIPCore {
         guard let entry = serverTransactions[key] else { return }
         for action in actions {
             switch action {
+            case .send(.response(let response)):
+                // A compacted last response has no headers: the bytes sent then answer again.
+                if response.headers.count == 0, let sent = entry.lastSent, sent.status == response.status {
+                    output?.send(sent.bytes, to: entry.peer)
+                } else {
+                    let bytes = response.serialize()
+                    entry.lastSent = (response.status, bytes)
+                    output?.send(bytes, to: entry.peer)
+                }
             case .send(let message):
                 output?.send(message.serialize(), to: entry.peer)
             case .terminated:
@@ -622,6 +632,9 @@ final class ServerEntry {
     var transaction: ServerTransaction
     let peer: SIPPeer
     var request: SIPRequest
+    /// The wire form of the last response sent, which answers retransmissions once the
+    /// transaction kept only that response's status (``ServerTransaction/compactLastResponse()``).
+    var lastSent: (status: Int, bytes: [UInt8])?
 
     init(transaction: ServerTransaction, peer: SIPPeer, request: SIPRequest) {
         self.transaction = transaction

@@ -184,6 +184,14 @@ public struct ServerTransaction: Sendable {
     /// True until a final response was sent.
     public var isPending: Bool { state == .trying || state == .proceeding }
 
+    /// Keeps only the status line of the last response. A completed transaction waits up to
+    /// Timer J (32 s over UDP) to answer retransmissions, which its owner does from the bytes it
+    /// sent: holding the response's header Strings that long cost ~2 KB per transaction.
+    public mutating func compactLastResponse() {
+        guard let last = lastResponse, last.headers.count > 0 else { return }
+        lastResponse = SIPResponse(status: last.status, reason: last.reason)
+    }
+
     /// The request came again.
     public mutating func receiveRetransmission() -> [TransactionAction] {
         switch state {

@@ -100,6 +100,18 @@ import SIPWire
         #expect(t.tick(now: 10 + 32_000) == [.terminated])
     }
 
+    /// A completed transaction may drop its last response's headers (its owner resends the bytes
+    /// it sent); the status stays for the decisions that need it, the timers are unchanged.
+    @Test func aCompactedServerTransactionKeepsOnlyTheStatusLine() {
+        var t = ServerTransaction(method: .register, reliable: false, timers: timers)
+        _ = t.respond(response(401, to: .register), now: 0)
+        let deadline = t.nextDeadline
+        t.compactLastResponse()
+        #expect(t.lastResponse?.status == 401 && t.lastResponse?.headers.count == 0)
+        #expect(t.nextDeadline == deadline)
+        #expect(t.receiveRetransmission() == [.send(.response(SIPResponse(status: 401)))])
+    }
+
     @Test func nonInviteServerResendsItsLastResponseUntilTimerJ() {
         var t = ServerTransaction(method: .message, reliable: false, timers: timers)
         #expect(t.receiveRetransmission().isEmpty)   // trying: nothing to resend yet

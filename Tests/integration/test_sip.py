@@ -524,6 +524,15 @@ def test_udp_retransmissions_are_absorbed(sserver, made, tmp_path):
     c.send_raw(data)
     r3 = c.expect_response(call_id, cseq)
     assert r2.status == r1.status == r3.status and r1.tag("to") == r2.tag("to") == r3.tag("to"), (r1, r2, r3)
+    assert r1.raw == r2.raw == r3.raw, "a retransmission was not answered with the same bytes"
+    # A challenged REGISTER sent again gets the same 401, nonce and all, not a new challenge.
+    reg, _, reg_cseq = c.build("REGISTER", f"sip:{DOMAIN}", call_id="rtx-" + unique("r"))
+    reg_call_id = re.search(rb"Call-ID: (\S+)", reg).group(1).decode()
+    c.send_raw(reg)
+    first = c.expect_response(reg_call_id, reg_cseq)
+    c.send_raw(reg)
+    again = c.expect_response(reg_call_id, reg_cseq)
+    assert first.status == 401 and first.raw == again.raw, (first, again)
     # sipp's copies too
     text2 = unique("sipp-once")
     s = sipp(sserver, made, tmp_path, "retransmit.xml", rows=[row("alice", "lobby", body=text2)])
