@@ -2306,6 +2306,13 @@ def main() -> int:
     except OSError:
         machine["loadavg_end"] = "unknown"
     cpu = accounting.report()
+    if args.reuse and not (only & {"fanout", "history", "line", "ws", "mqtt", "xmpp", "sip"}):
+        # Nothing measured: the machine's state during the measurements is the earlier run's.
+        prev_machine = json.loads(Path(args.reuse).read_text()).get("machine", {})
+        for key in ("loadavg", "loadavg_end", "foreign_cpu"):
+            if key in prev_machine:
+                machine[key] = prev_machine[key]
+        cpu = {}
     if "foreign_share" in cpu:
         machine["foreign_cpu"] = (f"{cpu['foreign_core_seconds']} core-seconds "
                                   f"({cpu['foreign_share'] * 100:.1f} % of the machine over {cpu['wall_seconds']} s); "
