@@ -180,15 +180,15 @@ final class SIPOutput: SIPWireOutput {
     /// or multicast address, another address family, or anything but loopback from a socket
     /// bound to loopback.
     static func mayReach(_ destination: SocketAddress, from local: SocketAddress?) -> Bool {
-        guard let ip = destination.ipAddress, let localIP = local?.ipAddress else { return false }
         switch (destination, local) {
-        case (.v4, .v4?):
-            let octets = ip.split(separator: ".").compactMap { UInt8($0) }
-            guard octets.count == 4, ip != "0.0.0.0", ip != "255.255.255.255", !(224...239).contains(octets[0])
-            else { return false }
-            return !localIP.hasPrefix("127.") || octets[0] == 127
+        case (.v4(let to), .v4(let from)?):
+            // Read as numbers (every UDP send asks): no address text is built.
+            let ip = UInt32(bigEndian: to.address.sin_addr.s_addr)
+            guard ip != 0, ip != 0xFFFF_FFFF, !(0xE0...0xEF).contains(ip >> 24) else { return false }
+            return UInt32(bigEndian: from.address.sin_addr.s_addr) >> 24 != 127 || ip >> 24 == 127
         case (.v6, .v6?):
-            guard ip != "::", !ip.lowercased().hasPrefix("ff") else { return false }
+            guard let ip = destination.ipAddress, let localIP = local?.ipAddress,
+                  ip != "::", !ip.lowercased().hasPrefix("ff") else { return false }
             return localIP != "::1" || ip == "::1"
         default:
             return false

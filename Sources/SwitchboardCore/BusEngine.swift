@@ -402,9 +402,8 @@ struct BusEngine {
                 groups.append(RunGroup(members: members))
             }
             groups[g].positions.append(items.count)
-            if let session = delivery.session, groups[g].members[session.id] != nil,
-               !groups[g].publishers.contains(session.id) {
-                groups[g].publishers.append(session.id)
+            if let session = delivery.session, groups[g].members[session.id] != nil {
+                groups[g].publishers.insert(session.id)
             }
             items.append(RunItem(effect: i, envelope: delivery.index, group: g, publisher: delivery.session, ack: delivery.ack))
         }
@@ -417,19 +416,16 @@ struct BusEngine {
                 for (id, session) in group.members where !seen.insert(id).inserted { merged[id] = session }
             }
         }
-        let mergedIDs = merged.count <= 8 ? Array(merged.keys) : nil
-        func isMerged(_ id: UInt64) -> Bool {
-            if let mergedIDs { return !mergedIDs.isEmpty && mergedIDs.contains(id) }
-            return merged[id] != nil
-        }
+        var mergedIDs = SmallIDSet()
+        for id in merged.keys { mergedIDs.insert(id) }
         // With a single room in the run, taps get the same events as its members.
         var onlyRoomEvents: [SessionEvent]?
         for group in groups {
             let roomItems = group.positions.map { items[$0] }
             let events = roomItems.map { SessionEvent.envelope(batch.envelopes[$0.envelope]) }
             if groups.count == 1 { onlyRoomEvents = events }
-            for (id, session) in group.members where !isMerged(id) {
-                if !group.publishers.isEmpty && group.publishers.contains(id) {
+            for (id, session) in group.members where !mergedIDs.contains(id) {
+                if group.publishers.contains(id) {
                     let (own, count) = runEvents(for: session, of: roomItems, in: batch) { _ in true }
                     push(own, to: session, envelopes: count)
                 } else {
@@ -453,11 +449,34 @@ struct BusEngine {
     }
 
     /// One room of a run: its members (as delivered), the run's items in it, and which of
-    /// its members published them (usually one or none: a list, not a set).
+    /// its members published them.
     private struct RunGroup {
         var members: [UInt64: SessionHandle]
         var positions: [Int] = []
-        var publishers: [UInt64] = []
+        var publishers = SmallIDSet()
+    }
+
+    /// Session ids asked about once per member of a room: usually none or a few (a list,
+    /// scanned without hashing), but a set once there are more, so that a run where many
+    /// members publish stays linear.
+    struct SmallIDSet {
+        private var few: [UInt64] = []
+        private var many: Set<UInt64>?
+        static let listLimit = 8
+
+        mutating func insert(_ id: UInt64) {
+            if many != nil {
+                many!.insert(id)
+            } else if !few.contains(id) {
+                few.append(id)
+                if few.count > Self.listLimit { many = Set(few) }
+            }
+        }
+
+        func contains(_ id: UInt64) -> Bool {
+            if let many { return many.contains(id) }
+            return !few.isEmpty && few.contains(id)
+        }
     }
 
     /// One delivery of a run, read from its effect once (copying a whole effect goes

@@ -470,3 +470,18 @@ func joined(_ bus: LocalBus, _ user: UserName, _ via: Via = .line, room: RoomNam
         }
     }
 }
+
+@Suite struct SmallIDSetTests {
+    /// Past the list limit the ids move into a set; membership answers stay the same.
+    @Test func answersTheSameBelowAndAboveTheListLimit() {
+        var ids = BusEngine.SmallIDSet()
+        #expect(!ids.contains(1))
+        for id in UInt64(1)...UInt64(BusEngine.SmallIDSet.listLimit + 5) {
+            ids.insert(id)
+            ids.insert(id)
+            #expect(ids.contains(id))
+            #expect(!ids.contains(id + 1000))
+        }
+        #expect((1...UInt64(BusEngine.SmallIDSet.listLimit + 5)).allSatisfy { ids.contains($0) })
+    }
+}
