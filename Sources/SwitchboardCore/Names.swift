@@ -11,11 +11,28 @@ public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible,
 
     /// Validates and lower-cases `string`; `nil` when it is not a legal room name.
     public init?(_ string: some StringProtocol) {
-        let lowered = string.lowercased()
-        guard (1...Self.maxLength).contains(lowered.utf8.count),
-              lowered.utf8.allSatisfy(RoomName.isAllowed)
-        else { return nil }
+        guard let lowered = Self.foldingASCII(string, maxLength: Self.maxLength, allowing: RoomName.isAllowed) else {
+            return nil
+        }
         self.rawValue = lowered
+    }
+
+    /// `string` with `A`–`Z` lower-cased, when it is 1…`maxLength` bytes that are all allowed
+    /// once folded. Only ASCII is folded: Unicode case mapping would turn look-alikes into legal
+    /// names (the Kelvin sign U+212A lower-cases to `k`, so `\u{212A}elvin` would be `kelvin`).
+    static func foldingASCII(_ string: some StringProtocol, maxLength: Int,
+                             allowing isAllowed: (UInt8) -> Bool) -> String? {
+        let utf8 = string.utf8
+        guard (1...maxLength).contains(utf8.count) else { return nil }
+        var hasUpper = false
+        for byte in utf8 {
+            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+            guard isAllowed(folded) else { return nil }
+            hasUpper = hasUpper || folded != byte
+        }
+        guard hasUpper else { return String(string) }
+        return String(decoding: utf8.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 },
+                      as: UTF8.self)
     }
 
     private init(unchecked: String) { self.rawValue = unchecked }
@@ -113,9 +130,8 @@ public struct UserName: Hashable, Sendable, Comparable, CustomStringConvertible,
 
     /// Validates and lower-cases `string`; `nil` when it is not a legal user name.
     public init?(_ string: some StringProtocol) {
-        let lowered = string.lowercased()
-        guard (1...Self.maxLength).contains(lowered.utf8.count),
-              lowered.utf8.allSatisfy({ $0 != UInt8(ascii: ".") && RoomName.isAllowed($0) })
+        guard let lowered = RoomName.foldingASCII(string, maxLength: Self.maxLength,
+                                                  allowing: { $0 != UInt8(ascii: ".") && RoomName.isAllowed($0) })
         else { return nil }
         self.rawValue = lowered
     }

@@ -38,7 +38,9 @@ import Testing
         #expect(RoomName(name)?.rawValue == name.lowercased())
     }
 
-    @Test(arguments: ["", "with space", "ümlaut", String(repeating: "r", count: 65), "a/b", "a:b"])
+    @Test(arguments: ["", "with space", "ümlaut", String(repeating: "r", count: 65), "a/b", "a:b",
+                     // Unicode case mapping must not fold look-alikes into ASCII names.
+                     "\u{212A}elvin", "\u{0130}stanbul", "\u{FF2C}obby"])
     func invalidRoomNames(_ name: String) {
         #expect(RoomName(name) == nil)
     }
@@ -48,7 +50,8 @@ import Testing
         #expect(UserName(name)?.rawValue == name.lowercased())
     }
 
-    @Test(arguments: ["", "a.b", "a b", String(repeating: "u", count: 33), "é"])
+    @Test(arguments: ["", "a.b", "a b", String(repeating: "u", count: 33), "é", "\u{212A}elvin", "\u{0130}van",
+                     "\u{017F}am"])
     func invalidUserNames(_ name: String) {
         #expect(UserName(name) == nil)
     }

@@ -43,6 +43,10 @@ def test_tell_unknown_user_and_invalid_user(server):
     r = a.cmd("TELL Bad.Name hello")
     assert r.startswith("ERR "), r
     assert r.split()[1] in ("invalid_user", "no_such_user"), r
+    # Only ASCII letters fold: the Kelvin sign (U+212A) is not a "k", so no look-alike name
+    # reaches an account or a room (Unicode lower-casing would make it "karol", "kitchen").
+    expect_err(a.cmd("TELL \u212aarol hello"), "invalid_user")
+    expect_err(a.cmd("JOIN \u212aitchen"), "invalid_room")
     # The connection still works.
     a.tell("bob", "still works")
 
