@@ -494,11 +494,23 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
             for feature in [NS.discoInfo, NS.discoItems, NS.muc] {
                 query.append(Stanza.element("feature", NS.discoInfo, [("var", feature)]))
             }
-        } else if let local = target.local, target.domain == mucDomain, RoomName(local) != nil {
-            query.append(Stanza.element("identity", NS.discoInfo, [("category", "conference"), ("type", "text"), ("name", local)]))
-            for feature in [NS.muc, "muc_public", "muc_open", "muc_persistent", "muc_nonanonymous", NS.sid] {
-                query.append(Stanza.element("feature", NS.discoInfo, [("var", feature)]))
+        } else if let local = target.local, target.domain == mucDomain, let room = RoomName(local), case .group = room.scope {
+            // A room that does not exist (yet) is item-not-found (XEP-0045 §6.4); joining creates it.
+            let rooms = shared.rooms
+            runAsync({ (try? await rooms.roomInfo(room)) ?? nil }) { handler, info in
+                guard info != nil else {
+                    handler.write(Stanza.error(replyingTo: iq, type: "cancel", condition: "item-not-found",
+                                               from: target.description))
+                    return
+                }
+                query.append(Stanza.element("identity", NS.discoInfo, [("category", "conference"), ("type", "text"),
+                                                                        ("name", room.rawValue)]))
+                for feature in [NS.muc, "muc_public", "muc_open", "muc_persistent", "muc_nonanonymous", NS.sid] {
+                    query.append(Stanza.element("feature", NS.discoInfo, [("var", feature)]))
+                }
+                handler.writeResult(iq, [query])
             }
+            return
         } else {
             write(Stanza.error(replyingTo: iq, type: "cancel", condition: "item-not-found", from: target.description))
             return
@@ -645,6 +657,13 @@ final class XMPPConnectionHandler: ChannelInboundHandler, OutboxDrainer {
                 try shared.bus.publish(draft, from: session)
                 pendingSends.append(PendingSend(stanza: message, room: room, isGroupchat: true))
             } else if to.domain == domain, let local = to.local {
+                // RFC 6121 §8.5.2.1.1 and §8.5.2.2.1: a groupchat message to a user's JID is
+                // never delivered, whether or not the user is online; the sender gets an error.
+                guard type != "groupchat" else {
+                    write(Stanza.error(replyingTo: message, type: "cancel", condition: "service-unavailable",
+                                       text: "groupchat messages go to a room at \(mucDomain)"))
+                    return
+                }
                 guard let peer = UserName(local) else {
                     write(Stanza.error(replyingTo: message, type: "cancel", condition: "item-not-found"))
                     return

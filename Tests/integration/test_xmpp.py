@@ -484,6 +484,14 @@ def test_direct_chat_with_websocket_and_line_user(xserver, clients):
     got2 = alice.expect_message(lambda s: s.body == "and from line", "chat from bob (line)", timeout=T)
     assert got2.type == "chat" and bare(got2.frm) == f"bob@{DOMAIN}", got2
 
+    # a groupchat message to a user's JID is bounced, not delivered as a chat (RFC 6121 §8.5.2.1.1)
+    el = alice._element("message", to=f"bob@{DOMAIN}", type="groupchat", id="gc-to-user")
+    ET.SubElement(el, "{jabber:client}body").text = "not a room"
+    alice.send_xml(el)
+    err = alice.expect_message(lambda s: s.id == "gc-to-user" and s.type == "error", "error for groupchat to a user", timeout=T)
+    assert err.error_condition == "service-unavailable", err
+    assert not [l for l in bob_line.drain(1.0) if "not a room" in l]
+
     # unknown user: item-not-found
     sid = alice.send_chat(f"nobody@{DOMAIN}", "hello?")
     err = alice.expect_message(lambda s: s.id == sid and s.type == "error", "error for nobody", timeout=T)
@@ -509,6 +517,10 @@ def test_disco_lists_rooms(xserver, clients):
     idents, feats = alice.disco_info(room_jid(extra))
     assert any(i.get("category") == "conference" for i in idents), idents
     assert {NS["muc"], "muc_persistent", "urn:xmpp:sid:0"} <= feats, feats
+    # a room nobody created or joined does not exist (XEP-0045 §6.4), nor does a reserved name
+    for made_up in (room_jid(unique("never").lower()), room_jid("dm.alice.bob")):
+        r = alice.iq("get", made_up, ET.Element(f"{{{NS['disco_info']}}}query"))
+        assert r.type == "error" and r.error_condition == "item-not-found", (made_up, r)
     _, feats = alice.disco_info(DOMAIN)
     assert NS["disco_info"] in feats or NS["disco_items"] in feats, feats
 
