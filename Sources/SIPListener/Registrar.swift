@@ -23,6 +23,12 @@ struct Binding: Hashable {
         self.contactText = contact.uri.description
     }
 
+    /// Whether two binding lists hold the same contacts, in any order (at most
+    /// `max_bindings_per_user` each, so a scan costs less than building two sets).
+    static func sameContacts(_ a: [Binding], _ b: [Binding]) -> Bool {
+        a.count == b.count && b.allSatisfy { binding in a.contains { $0.matchKey == binding.matchKey } }
+    }
+
     var record: (UserName) -> SIPBindingRecord {
         { user in SIPBindingRecord(user: user, contact: contactText, source: source.description,
                                    callID: callID, cseq: cseq, expiresAt: expiresAt) }
@@ -101,8 +107,7 @@ extension SIPCore {
         let hadBindings = !previous.isEmpty
         // A new or removed contact is committed before the 200; a refresh of the same contacts
         // is written behind (within `bindingWriteBehindMillis`), like a usrloc write-back cache.
-        let refreshOnly = Set(previous.map(\.matchKey)) == Set(current.map(\.matchKey))
-            && !current.isEmpty
+        let refreshOnly = !current.isEmpty && Binding.sameContacts(previous, current)
         setBindings(current, of: user)
         persistBindings(of: user, durable: !refreshOnly) { core in
             var r = core.response(to: request, status: 200)
@@ -120,7 +125,14 @@ extension SIPCore {
     /// Replaces the user's bindings and keeps the two lookups derived from them in step:
     /// registered source → users (trust), contact → user (in-dialog routing).
     func setBindings(_ list: [Binding], of user: UserName) {
-        for old in bindings[user] ?? [] {
+        let previous = bindings[user] ?? []
+        if previous.count == list.count,
+           zip(previous, list).allSatisfy({ $0.matchKey == $1.matchKey && $0.source == $1.source }) {
+            // A refresh from where the user registered before: both lookups stay as they are.
+            bindings[user] = list.isEmpty ? nil : list
+            return
+        }
+        for old in previous {
             trustedSources[old.source]?.remove(user)
             if trustedSources[old.source]?.isEmpty == true { trustedSources[old.source] = nil }
             if contactOwners[old.matchKey] == user { contactOwners[old.matchKey] = nil }
