@@ -2188,7 +2188,7 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
     md.append("")
     md.append("`--repeats N` changes the number of runs per figure, `--quick` makes a short smoke run, "
               "`--only fanout,history,line,ws,mqtt,xmpp,sip` runs a subset (`--reuse FILE` renders the others from an earlier `--json` file), `--wait-idle S` waits up to S seconds (default 120) "
-              "for other processes to go quiet before starting, `--json FILE` keeps the raw results. Single benchmarks can be run by hand; each prints "
+              "for other processes to go quiet before starting, `--json FILE` names the file for the raw results (by default they go beside the report: docs/BENCHMARKS.json). Single benchmarks can be run by hand; each prints "
               "one JSON object:")
     md.append("")
     md.append("```sh")
@@ -2228,7 +2228,9 @@ def main() -> int:
     ap.add_argument("--only", default="fanout,history,line,ws,mqtt,xmpp,sip", help="comma-separated subset to run")
     ap.add_argument("--reuse", help="a --json file of an earlier run: sections left out by --only are rendered "
                                     "from its raw results instead of as 'not run'")
-    ap.add_argument("--json", help="also write the raw results as JSON to this file")
+    ap.add_argument("--json", help="where to write the raw results as JSON (default: the --out file with a .json "
+                                   "suffix, kept beside the report so that a later `--only … --reuse` can re-render "
+                                   "the sections it does not measure)")
     ap.add_argument("--wait-idle", type=float, default=120,
                     help="wait up to this many seconds for other processes to go quiet before starting (0: don't)")
     args = ap.parse_args()
@@ -2326,10 +2328,13 @@ def main() -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(md))
     log(f"wrote {out}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine, "command": command, "started": started.isoformat(),
-                                               "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt, "xmpp": xmpp, "sip": sip,
-                                               "sections": sections, "finished": finished.isoformat()}, indent=1))
+    raw = Path(args.json) if args.json else out.with_suffix(".json")
+    if raw.resolve() != out.resolve():
+        raw.write_text(json.dumps({"machine": machine, "command": command, "started": started.isoformat(),
+                                   "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt,
+                                   "xmpp": xmpp, "sip": sip, "sections": sections,
+                                   "finished": finished.isoformat()}, indent=1))
+        log(f"wrote {raw}")
     return 0
 
 
