@@ -26,13 +26,15 @@ public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible,
         guard (1...maxLength).contains(utf8.count) else { return nil }
         var hasUpper = false
         for byte in utf8 {
-            let folded = byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
+            let folded = asciiLowered(byte)
             guard isAllowed(folded) else { return nil }
             hasUpper = hasUpper || folded != byte
         }
-        guard hasUpper else { return String(string) }
-        return String(decoding: utf8.map { $0 >= UInt8(ascii: "A") && $0 <= UInt8(ascii: "Z") ? $0 | 0x20 : $0 },
-                      as: UTF8.self)
+        return hasUpper ? String(decoding: utf8.map(asciiLowered), as: UTF8.self) : String(string)
+    }
+
+    private static func asciiLowered(_ byte: UInt8) -> UInt8 {
+        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
 
     private init(unchecked: String) { self.rawValue = unchecked }
