@@ -146,6 +146,13 @@ struct RESTAPI: Sendable {
         return Self.json(.ok, out)
     }
 
+    /// The `{room}` path segment, percent-decoded (RFC 3986 §2.1: `lob%62y` names `lobby`);
+    /// a malformed escape is an invalid room name like any other.
+    static func pathRoom(_ context: some RequestContext) throws(SwitchboardError) -> RoomName {
+        let raw = context.parameters.get("room")
+        return try WebSocketConnection.room(raw.map { $0.removingPercentEncoding ?? $0 })
+    }
+
     func listRooms(_ request: Request) async throws -> Response {
         _ = try authenticatedUser(request)
         let list = try await storage { try await rooms.listRooms() }
@@ -182,7 +189,7 @@ struct RESTAPI: Sendable {
 
     func deleteRoom(_ request: Request, _ context: some RequestContext) async throws -> Response {
         _ = try authenticatedUser(request)
-        let room = try WebSocketConnection.room(context.parameters.get("room"))
+        let room = try Self.pathRoom(context)
         guard case .group = room.scope else { throw APIError(.forbidden, .forbidden, "direct and call-log rooms cannot be deleted") }
         guard try await storage({ try await rooms.deleteRoom(room) }) else {
             throw APIError(.notFound, .noSuchRoom, "no room named \(room)")
@@ -193,7 +200,7 @@ struct RESTAPI: Sendable {
 
     func messages(_ request: Request, _ context: some RequestContext) async throws -> Response {
         let user = try authenticatedUser(request)
-        let room = try WebSocketConnection.room(context.parameters.get("room"))
+        let room = try Self.pathRoom(context)
         let query = request.uri.queryParameters
         let before = try WebSocketConnection.sequence(Self.integer(query.get("before"), "before"), field: "before")
         let after = try WebSocketConnection.sequence(Self.integer(query.get("after"), "after"), field: "after")
@@ -211,7 +218,7 @@ struct RESTAPI: Sendable {
 
     func publish(_ request: Request, _ context: some RequestContext) async throws -> Response {
         let user = try authenticatedUser(request)
-        let room = try WebSocketConnection.room(context.parameters.get("room"))
+        let room = try Self.pathRoom(context)
         let message = try await decode(NewMessage.self, request, context)
         let draft = EnvelopeDraft(room: room, from: Sender(user: user, via: .rest), kind: try WebSocketConnection.kind(message.kind),
                                   body: message.body, attrs: message.attrs ?? [:], clientID: message.clientID)
@@ -230,7 +237,7 @@ struct RESTAPI: Sendable {
 
     func occupants(_ request: Request, _ context: some RequestContext) async throws -> Response {
         let user = try authenticatedUser(request)
-        let room = try WebSocketConnection.room(context.parameters.get("room"))
+        let room = try Self.pathRoom(context)
         try AccessRules.canRead(room, user: user)
         try await requireRoom(room)
         var out: [UInt8] = Array(#"{"room":"#.utf8)

@@ -239,6 +239,14 @@ def test_messages_paging(server):
         assert_error(api(server, "GET", f"/api/v1/rooms/paging/messages{bad}", token=t), 400, "bad_request")
     assert_error(api(server, "GET", "/api/v1/rooms/no-such-room-here/messages", token=t), 404, "no_such_room")
     assert_error(api(server, "GET", "/api/v1/rooms/Bad%20Room/messages", token=t), 400, "invalid_room")
+    # the {room} segment is percent-decoded (RFC 3986): an escaped letter names the same room,
+    # a broken escape is an invalid name, never a different room
+    escaped = api(server, "GET", "/api/v1/rooms/p%61ging/messages?limit=5", token=t)
+    assert escaped.status == 200, escaped
+    assert escaped.body["room"] == "paging"
+    assert escaped.body["envelopes"] == messages(server, t, "paging", "?limit=5")
+    assert_error(api(server, "GET", "/api/v1/rooms/paging%zz/messages", token=t), 400, "invalid_room")
+    assert_error(api(server, "GET", "/api/v1/rooms/pag%2Fing/messages", token=t), 400, "invalid_room")
 
 
 def test_post_reaches_line_and_websocket_members(server):
