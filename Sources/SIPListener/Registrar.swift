@@ -23,10 +23,13 @@ struct Binding: Hashable {
         self.contactText = contact.uri.description
     }
 
-    /// Whether two binding lists hold the same contacts, in any order (at most
-    /// `max_bindings_per_user` each, so a scan costs less than building two sets).
-    static func sameContacts(_ a: [Binding], _ b: [Binding]) -> Bool {
-        a.count == b.count && b.allSatisfy { binding in a.contains { $0.matchKey == binding.matchKey } }
+    /// Whether two binding lists hold the same contacts, in any order, and with `sameSources`
+    /// each registered from the same source (at most `max_bindings_per_user` each, so a scan
+    /// costs less than building two sets).
+    static func sameContacts(_ a: [Binding], _ b: [Binding], sameSources: Bool = false) -> Bool {
+        a.count == b.count && b.allSatisfy { binding in
+            a.contains { $0.matchKey == binding.matchKey && (!sameSources || $0.source == binding.source) }
+        }
     }
 
     var record: (UserName) -> SIPBindingRecord {
@@ -67,6 +70,12 @@ extension SIPCore {
             current.removeAll()
         } else {
             for contact in contacts {
+                // The proxy can only reach sip:/sips: contacts; a tel: or mailto: binding would
+                // take calls and MESSAGEs into a hole, so it is refused rather than stored.
+                guard contact.uri.isSIP, !contact.uri.host.isEmpty else {
+                    respond(response(to: request, status: 400, warning: "a Contact must be a sip: or sips: URI with a host"), server: key)
+                    return
+                }
                 var expires = settings.maxExpires
                 if let text = contact.parameters[parameter: "expires"] {
                     guard let value = Int(text), value >= 0 else {
@@ -126,8 +135,7 @@ extension SIPCore {
     /// registered source → users (trust), contact → user (in-dialog routing).
     func setBindings(_ list: [Binding], of user: UserName) {
         let previous = bindings[user] ?? []
-        if previous.count == list.count,
-           zip(previous, list).allSatisfy({ $0.matchKey == $1.matchKey && $0.source == $1.source }) {
+        if Binding.sameContacts(previous, list, sameSources: true) {
             // A refresh from where the user registered before: both lookups stay as they are.
             bindings[user] = list.isEmpty ? nil : list
             return

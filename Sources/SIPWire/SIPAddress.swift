@@ -155,7 +155,7 @@ public struct SIPCSeq: Hashable, Sendable, CustomStringConvertible {
     public init(parsing text: String) throws(SIPParseError) {
         let parts = Substring(text).utf8.split(whereSeparator: \.isSIPWhitespace).map { Substring($0) }
         guard parts.count == 2, let n = parseDecimal(parts[0]), n <= Int(UInt32.max) else {
-            throw .missingHeader("CSeq")
+            throw .invalidHeader("CSeq")
         }
         number = UInt32(n)
         method = try SIPMethod(parsing: String(parts[1]))

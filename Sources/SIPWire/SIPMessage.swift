@@ -194,14 +194,14 @@ extension SIPHeaderCarrying {
     /// Max-Forwards, 0…255; nil when absent.
     public func maxForwards() throws(SIPParseError) -> Int? {
         guard let value = headers["Max-Forwards"] else { return nil }
-        guard let n = parseDecimal(value), n <= 255 else { throw .missingHeader("Max-Forwards") }
+        guard let n = parseDecimal(value), n <= 255 else { throw .invalidHeader("Max-Forwards") }
         return n
     }
 
     /// Expires in seconds; nil when absent. Values above 2^32-1 are invalid.
     public func expires() throws(SIPParseError) -> Int? {
         guard let value = headers["Expires"] else { return nil }
-        guard let n = parseDecimal(value), n <= Int(UInt32.max) else { throw .missingHeader("Expires") }
+        guard let n = parseDecimal(value), n <= Int(UInt32.max) else { throw .invalidHeader("Expires") }
         return n
     }
 }
@@ -270,7 +270,8 @@ extension SIPRequest {
         guard let topVia = try vias().first else { throw .missingHeader("Via") }
         let from = try headers.parsedAddress("From")
         let to = try headers.parsedAddress("To")
-        guard let callID = headers["Call-ID"], !callID.isEmpty, !callID.utf8.contains(32) else { throw .missingHeader("Call-ID") }
+        guard let callID = headers["Call-ID"] else { throw .missingHeader("Call-ID") }
+        guard !callID.isEmpty, !callID.utf8.contains(32) else { throw .invalidHeader("Call-ID") }
         let cseq = try headers.parsedCSeq()
         guard cseq.number < 1 << 31 else { throw .syntax("CSeq number too large") }
         guard cseq.method == method else { throw .syntax("CSeq method \(cseq.method) does not match \(method)") }

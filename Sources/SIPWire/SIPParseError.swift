@@ -22,7 +22,11 @@ public struct SIPParseError: Error, Hashable, Sendable, CustomStringConvertible 
         SIPParseError(code: "bad_syntax", message: message, status: 400)
     }
     public static func missingHeader(_ name: String) -> SIPParseError {
-        SIPParseError(code: "missing_header", message: "missing or invalid \(name) header", status: 400)
+        SIPParseError(code: "missing_header", message: "missing \(name) header", status: 400)
+    }
+    /// A header that is present but whose value does not parse.
+    public static func invalidHeader(_ name: String) -> SIPParseError {
+        SIPParseError(code: "invalid_header", message: "invalid \(name) header", status: 400)
     }
     public static func tooLarge(_ message: String) -> SIPParseError {
         SIPParseError(code: "too_large", message: message, status: 413)

@@ -209,6 +209,15 @@ def test_register_interval_rules(sserver, made):
     r = c.register(0, contact="*")
     assert r.status == 200, r
     assert bindings(r) == {}, r
+    # a contact the proxy could never reach is refused, not stored
+    for contact in ("<tel:+15551234567>", "<mailto:alice@example.com>"):
+        r = c.register(600, contact=contact)
+        assert r.status == 400 and "sip: or sips:" in (r.header("warning") or ""), r
+    r = c.register(600)
+    assert r.status == 200 and list(bindings(r)) == [c.contact_uri], r
+    # a malformed Expires header is answered by name
+    r = c.register(None, extra=["Expires: soon"])
+    assert r.status == 400 and "invalid Expires header" in (r.header("warning") or ""), r
 
 
 def test_binding_gone_after_expiry(make_server, made):
