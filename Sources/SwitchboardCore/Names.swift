@@ -11,30 +11,10 @@ public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible,
 
     /// Validates and lower-cases `string`; `nil` when it is not a legal room name.
     public init?(_ string: some StringProtocol) {
-        guard let lowered = Self.foldingASCII(string, maxLength: Self.maxLength, allowing: RoomName.isAllowed) else {
+        guard let lowered = foldingASCIIName(string, maxLength: Self.maxLength, allowing: RoomName.isAllowed) else {
             return nil
         }
         self.rawValue = lowered
-    }
-
-    /// `string` with `A`–`Z` lower-cased, when it is 1…`maxLength` bytes that are all allowed
-    /// once folded. Only ASCII is folded: Unicode case mapping would turn look-alikes into legal
-    /// names (the Kelvin sign U+212A lower-cases to `k`, so `\u{212A}elvin` would be `kelvin`).
-    static func foldingASCII(_ string: some StringProtocol, maxLength: Int,
-                             allowing isAllowed: (UInt8) -> Bool) -> String? {
-        let utf8 = string.utf8
-        guard (1...maxLength).contains(utf8.count) else { return nil }
-        var hasUpper = false
-        for byte in utf8 {
-            let folded = asciiLowered(byte)
-            guard isAllowed(folded) else { return nil }
-            hasUpper = hasUpper || folded != byte
-        }
-        return hasUpper ? String(decoding: utf8.map(asciiLowered), as: UTF8.self) : String(string)
-    }
-
-    private static func asciiLowered(_ byte: UInt8) -> UInt8 {
-        byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
     }
 
     private init(unchecked: String) { self.rawValue = unchecked }
@@ -132,8 +112,8 @@ public struct UserName: Hashable, Sendable, Comparable, CustomStringConvertible,
 
     /// Validates and lower-cases `string`; `nil` when it is not a legal user name.
     public init?(_ string: some StringProtocol) {
-        guard let lowered = RoomName.foldingASCII(string, maxLength: Self.maxLength,
-                                                  allowing: { $0 != UInt8(ascii: ".") && RoomName.isAllowed($0) })
+        guard let lowered = foldingASCIIName(string, maxLength: Self.maxLength,
+                                             allowing: { $0 != UInt8(ascii: ".") && RoomName.isAllowed($0) })
         else { return nil }
         self.rawValue = lowered
     }
@@ -172,4 +152,24 @@ public enum EnvelopeKind: String, Sendable, Hashable, Codable, CaseIterable {
 
     /// Kinds that are delivered live but never stored nor given a `seq`.
     public var isEphemeral: Bool { self == .typing }
+}
+
+/// `string` with `A`–`Z` lower-cased, when it is 1…`maxLength` bytes that are all allowed
+/// once folded (room and user names). Only ASCII is folded: Unicode case mapping would turn
+/// look-alikes into legal names (the Kelvin sign U+212A lower-cases to `k`, so `\u{212A}elvin`
+/// would be `kelvin`).
+func foldingASCIIName(_ string: some StringProtocol, maxLength: Int, allowing isAllowed: (UInt8) -> Bool) -> String? {
+    let utf8 = string.utf8
+    guard (1...maxLength).contains(utf8.count) else { return nil }
+    var hasUpper = false
+    for byte in utf8 {
+        let folded = asciiLowered(byte)
+        guard isAllowed(folded) else { return nil }
+        hasUpper = hasUpper || folded != byte
+    }
+    return hasUpper ? String(decoding: utf8.map(asciiLowered), as: UTF8.self) : String(string)
+}
+
+private func asciiLowered(_ byte: UInt8) -> UInt8 {
+    byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
 }
