@@ -207,7 +207,7 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
         fragments = nil
         guard !stopped else { return }
         // RFC 6455 §8.1: a text message that is not UTF-8 fails the connection (1007).
-        if !message.binary, let payload = message.payload, String(validating: payload.readableBytesView, as: UTF8.self) == nil {
+        if !message.binary, let payload = message.payload, !Self.isUTF8(payload) {
             stopped = true
             held.removeAll()
             SwitchboardMetrics.reject(.ws, reason: .badRequest)
@@ -286,10 +286,21 @@ final class WebSocketConnection: ChannelInboundHandler, RemovableChannelHandler 
             code = .protocolError
         default:
             let received = data.readWebSocketErrorCode()
-            let reasonIsText = String(validating: data.readableBytesView, as: UTF8.self) != nil
+            let reasonIsText = Self.isUTF8(data)
             code = received.map(Self.isValidCloseCode) == true && reasonIsText ? .normalClosure : .protocolError
         }
         writer.answerClose(code)
+    }
+
+    /// Whether `buffer`'s readable bytes are UTF-8, checked where they lie (no String is made
+    /// for every text message just to be thrown away).
+    static func isUTF8(_ buffer: ByteBuffer) -> Bool {
+        do {
+            _ = try UTF8Span(validating: buffer.readableBytesUInt8Span)
+            return true
+        } catch {
+            return false
+        }
     }
 
     /// RFC 6455 §7.4: codes a peer may send in a close frame.

@@ -109,3 +109,30 @@ import Testing
         #expect(Array(bytes[header...]) == payload)
     }
 }
+
+@Suite struct TextPayloadTests {
+    @Test(arguments: [
+        [UInt8](), Array("plain ascii".utf8), Array("grüße 👋 日本".utf8), [0xEF, 0xBB, 0xBF],  // BOM
+    ])
+    func validUTF8IsAccepted(_ bytes: [UInt8]) {
+        #expect(WebSocketConnection.isUTF8(ByteBuffer(bytes: bytes)))
+    }
+
+    @Test(arguments: [
+        [0xC0, 0xAF],              // overlong '/'
+        [0xED, 0xA0, 0x80],        // a UTF-16 surrogate
+        [0xF4, 0x90, 0x80, 0x80],  // above U+10FFFF
+        [0xE2, 0x82],              // truncated sequence
+        [0x61, 0x80, 0x62],        // stray continuation byte
+        [0xFF],
+    ])
+    func invalidUTF8IsRefused(_ bytes: [UInt8]) {
+        #expect(!WebSocketConnection.isUTF8(ByteBuffer(bytes: bytes)))
+    }
+
+    @Test func onlyTheReadableBytesCount() {
+        var buffer = ByteBuffer(bytes: [0xFF, 0x68, 0x69])
+        buffer.moveReaderIndex(forwardBy: 1)
+        #expect(WebSocketConnection.isUTF8(buffer))
+    }
+}
