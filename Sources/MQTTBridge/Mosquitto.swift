@@ -1,6 +1,7 @@
 import CMosquitto
 import Foundation
 import Synchronization
+import SwitchboardCore
 
 /// The thin shim over libmosquitto: the only code in the bridge that touches
 /// C pointers.
@@ -155,7 +156,7 @@ final class MosquittoClient: Sendable {
     /// `backoff(failures)` before reconnecting (failures count from 1 and reset on CONNACK).
     func start(backoff: @escaping @Sendable (Int) -> Duration) {
         guard !running.exchange(true, ordering: .relaxed) else { return }
-        let thread = Thread { [self] in
+        Thread.startNamed("swb-mqtt") { [self] in
             let box = self.box.takeUnretainedValue()
             var connected = false
             var firstAttempt = true
@@ -177,8 +178,6 @@ final class MosquittoClient: Sendable {
                 }
             }
         }
-        thread.name = "switchboard-mqtt"
-        thread.start()
     }
 
     /// The first connect; libmosquitto keeps its properties for every reconnect.

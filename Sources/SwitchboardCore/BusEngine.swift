@@ -22,6 +22,8 @@ struct Batch {
         case barrier(CheckedContinuation<Void, Never>)
     }
 
+    /// Position in sequencing order: batches are committed and delivered in this order.
+    var ticket: UInt64 = 0
     var envelopes: [Envelope] = []
     var effects: [Effect] = []
 }
@@ -115,6 +117,11 @@ struct BusEngine {
     var taps: [UInt64: SessionHandle] = [:]
     var knownRooms: Set<RoomName> = []
     var dedup: DedupCache
+    /// The ticket the next sequenced batch gets.
+    var nextTicket: UInt64 = 1
+    /// Envelopes of batches sequenced but not yet delivered, oldest first: what a failed
+    /// commit takes back (see ``rollBack(from:)``).
+    private var inFlight: Deque<(ticket: UInt64, envelopes: [Envelope])> = []
     var ids = ULIDGenerator()
     private var outCounts: [Int] = Array(repeating: 0, count: Via.allCases.count)
     let metrics: BusMetrics
@@ -143,6 +150,8 @@ struct BusEngine {
 
     mutating func sequence(_ ops: Deque<LocalBus.Op>, now: Int64, store: any HistoryStore, logger: Logger) -> Batch {
         var batch = Batch()
+        batch.ticket = nextTicket
+        nextTicket += 1
         for op in ops {
             switch op {
             case .open(let session):
@@ -224,6 +233,7 @@ struct BusEngine {
                 batch.effects.append(.barrier(continuation))
             }
         }
+        inFlight.append((batch.ticket, batch.envelopes))
         return batch
     }
 
@@ -296,20 +306,34 @@ struct BusEngine {
         return batch.envelopes.count - 1
     }
 
-    // MARK: Step 3: deliver
+    // MARK: Step 2 failed: roll back
 
-    mutating func deliver(_ batch: inout Batch, committed ok: Bool) {
-        if ok {
-            for envelope in batch.envelopes { committed[envelope.room] = envelope.seq }
-        } else {
-            // Batches are sequenced one at a time after the previous one was delivered, so
-            // `committed` is exactly where this batch's counters started.
+    /// Takes back the batch `ticket`, whose commit failed: every room's counter goes back
+    /// to just before its first envelope in the batch, which is its last committed seq
+    /// (whatever was delivered meanwhile), and the batch's `client_id`s are forgotten.
+    ///
+    /// The writer sequences the next batch only once this one's commit is known, so no
+    /// batch behind it holds seqs yet; should one ever, it is taken back too.
+    mutating func rollBack(from ticket: UInt64) {
+        for batch in inFlight where batch.ticket >= ticket {
             for envelope in batch.envelopes {
-                seqs[envelope.room] = committed[envelope.room]
+                seqs[envelope.room] = min(seqs[envelope.room] ?? 0, envelope.seq - 1)
                 if let clientID = envelope.clientID {
                     dedup.forget(DedupCache.Key(room: envelope.room, user: envelope.from.user, clientID: clientID))
                 }
             }
+        }
+    }
+
+    // MARK: Step 3: deliver
+
+    /// Delivers `batch` (the oldest undelivered one); when `ok` is false its commit failed
+    /// and ``rollBack(from:)`` has already taken it back.
+    mutating func deliver(_ batch: inout Batch, committed ok: Bool) {
+        precondition(inFlight.first?.ticket == batch.ticket, "batches are delivered in sequencing order")
+        inFlight.removeFirst()
+        if ok {
+            for envelope in batch.envelopes { committed[envelope.room] = envelope.seq }
         }
         let failure = SwitchboardError(.storageUnavailable, "the message could not be stored; it was not delivered")
         var next = batch.effects.startIndex
@@ -338,7 +362,12 @@ struct BusEngine {
             case .ephemeral(let envelope, let origin):
                 fanOut(envelope, except: origin)
             case .duplicate(let origin, let ack):
-                respond(origin, ack)
+                // The original may have been in a batch whose commit failed.
+                if (committed[ack.room] ?? 0) >= ack.seq {
+                    respond(origin, ack)
+                } else {
+                    fail(origin, failure, request: .publish, room: ack.room, clientID: ack.clientID)
+                }
             case .fail(let origin, let error, let request, let room, let clientID):
                 fail(origin, error, request: request, room: room, clientID: clientID)
             case .addMember(let session, let room):

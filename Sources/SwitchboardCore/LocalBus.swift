@@ -18,6 +18,13 @@ import Synchronization
 ///
 /// So nobody sees an envelope that history lacks, seqs have no gaps (a failed
 /// commit rolls the counters back) and every session sees a room in seq order.
+///
+/// One writer thread owns the bus's state: it sequences and delivers. Under load,
+/// when a large batch is sequenced while the one before it awaits delivery, a
+/// second thread commits it while the writer delivers the previous batch and
+/// sequences the next (the commit, most of a batch's time, overlaps the rest).
+/// Small batches, and any batch at a trickle, are committed by the writer itself:
+/// no hand-over between threads on the way.
 public final class LocalBus: MessageBus {
     /// Tuning and limits of the bus.
     public struct Configuration: Sendable {
@@ -33,6 +40,11 @@ public final class LocalBus: MessageBus {
         public var dedupMaxPerRoom = 10_000
         /// Most operations taken into one batch (one transaction).
         public var maxBatch = 4096
+        /// Batches with at least this many envelopes are committed on the committer thread
+        /// when there is a batch to deliver meanwhile and commits cost more than deliveries
+        /// lately; smaller ones commit on the writer (handing them over would cost two
+        /// thread wakeups, about what their commit takes).
+        public var handOverMinimum = 32
         /// Whether joining or publishing to an unknown room creates it.
         public var autoCreateRooms = true
         /// Where metrics go (the global `MetricsSystem` unless a test injects one).
@@ -76,6 +88,7 @@ public final class LocalBus: MessageBus {
     private let logger: Logger
     private let inbox = Mutex(Inbox())
     private let wakeup = DispatchSemaphore(value: 0)
+    private let committer: CommitThread
     private let state: Mutex<BusEngine>
     private let nextSessionID = Atomic<UInt64>(1)
     private let metrics: BusMetrics
@@ -93,9 +106,8 @@ public final class LocalBus: MessageBus {
         }
         self.metrics = engine.metrics
         self.state = Mutex(engine)
-        let thread = Thread { [self] in self.runLoop() }
-        thread.name = "switchboard-bus"
-        thread.start()
+        self.committer = CommitThread(store: store, metrics: engine.metrics, logger: logger)
+        Thread.startNamed("swb-bus") { [self] in self.runLoop() }
     }
 
     // MARK: MessageBus
@@ -247,9 +259,15 @@ public final class LocalBus: MessageBus {
     // MARK: Writer thread
 
     private func runLoop() {
+        // Each batch goes sequenced → (in commit) → committed → delivered, in ticket order.
+        // At most one batch is in each stage; when the committer thread takes a batch,
+        // the one before it is delivered and the next one sequenced meanwhile.
+        var sequenced: (batch: Batch, takenBack: Bool)?
+        var inCommit: Batch?
+        var committed: (batch: Batch, ok: Bool)?
+        var costs = StageCosts()
         while true {
-            wakeup.wait()
-            while true {
+            if sequenced == nil {
                 // Keep the lock short: publishers on the event loops contend for it.
                 // Usually the whole queue is one batch and is swapped out in O(1).
                 var ops = Deque<Op>()
@@ -262,16 +280,73 @@ public final class LocalBus: MessageBus {
                     }
                     return box.stopping
                 }
-                if ops.isEmpty {
-                    if stopping {
+                if !ops.isEmpty {
+                    let now = configuration.clock()
+                    sequenced = (state.withLock { $0.sequence(ops, now: now, store: store, logger: logger) }, false)
+                } else if inCommit == nil {
+                    if let (batch, ok) = committed {
+                        committed = nil
+                        deliver(batch, ok: ok, costs: &costs)
+                    } else if stopping {
+                        committer.stop()
                         finish()
                         return
+                    } else {
+                        wakeup.wait()
                     }
-                    break
+                    continue
                 }
-                process(ops)
             }
+
+            if let (batch, takenBack) = sequenced, inCommit == nil {
+                sequenced = nil
+                if takenBack || batch.envelopes.isEmpty {
+                    if let (previous, ok) = committed { deliver(previous, ok: ok, costs: &costs) }
+                    committed = nil
+                    deliver(batch, ok: !takenBack, costs: &costs)
+                } else if let (previous, ok) = committed, batch.envelopes.count >= configuration.handOverMinimum,
+                          costs.commitPerEnvelope >= costs.deliveryPerEnvelope {
+                    committer.start(batch.envelopes)
+                    inCommit = batch
+                    committed = nil
+                    deliver(previous, ok: ok, costs: &costs)
+                } else {
+                    if let (previous, ok) = committed { deliver(previous, ok: ok, costs: &costs) }
+                    let (ok, nanos) = committer.commit(batch.envelopes)
+                    costs.record(commit: nanos, envelopes: batch.envelopes.count)
+                    if !ok { rollBack(batch) }
+                    committed = (batch, ok)
+                }
+                continue
+            }
+
+            // The committer has a batch, and either the next one is sequenced or no work
+            // is waiting: wait for the commit.
+            guard let batch = inCommit else { continue }
+            inCommit = nil
+            let (ok, nanos) = committer.result()
+            costs.record(commit: nanos, envelopes: batch.envelopes.count)
+            if !ok {
+                // The batch sequenced behind it holds the seqs after its envelopes: it
+                // is taken back with it and fails too.
+                rollBack(batch)
+                if sequenced != nil { sequenced!.takenBack = true }
+            }
+            committed = (batch, ok)
         }
+    }
+
+    private func rollBack(_ batch: Batch) {
+        state.withLock { $0.rollBack(from: batch.ticket) }
+    }
+
+    private func deliver(_ batch: Batch, ok: Bool, costs: inout StageCosts) {
+        var batch = batch
+        let start = DispatchTime.now().uptimeNanoseconds
+        state.withLock { $0.deliver(&batch, committed: ok) }
+        let nanos = DispatchTime.now().uptimeNanoseconds - start
+        metrics.fanoutLatency.recordNanoseconds(Int64(nanos))
+        costs.record(delivery: nanos, envelopes: batch.envelopes.count)
     }
 
     private func finish() {
@@ -287,24 +362,101 @@ public final class LocalBus: MessageBus {
         }
         for waiter in waiters { waiter.resume() }
     }
+}
 
-    private func process(_ ops: Deque<Op>) {
-        let now = configuration.clock()
-        var batch = state.withLock { $0.sequence(ops, now: now, store: store, logger: logger) }
+/// What committing and delivering an envelope cost lately (nanoseconds, smoothed over
+/// recent batches). Overlapping the two on two threads pays for the thread wakeups it
+/// costs only when the commit is at least as expensive as the delivery (SQLite under
+/// a flood); when delivery dominates (large rooms) the writer commits itself.
+struct StageCosts {
+    private(set) var commitPerEnvelope = 0.0
+    private(set) var deliveryPerEnvelope = 0.0
 
-        var committed = true
-        if !batch.envelopes.isEmpty {
-            let start = DispatchTime.now().uptimeNanoseconds
-            committed = commitWithRetry(batch.envelopes)
-            metrics.commitLatency.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
-            metrics.commitBatchSize.record(batch.envelopes.count)
-        }
-        let start = DispatchTime.now().uptimeNanoseconds
-        state.withLock { $0.deliver(&batch, committed: committed) }
-        metrics.fanoutLatency.recordNanoseconds(Int64(DispatchTime.now().uptimeNanoseconds - start))
+    mutating func record(commit nanos: UInt64, envelopes: Int) {
+        Self.smooth(&commitPerEnvelope, Double(nanos) / Double(max(1, envelopes)))
     }
 
-    private func commitWithRetry(_ envelopes: [Envelope]) -> Bool {
+    mutating func record(delivery nanos: UInt64, envelopes: Int) {
+        guard envelopes > 0 else { return }
+        Self.smooth(&deliveryPerEnvelope, Double(nanos) / Double(envelopes))
+    }
+
+    private static func smooth(_ average: inout Double, _ sample: Double) {
+        average += (sample - average) / 4
+    }
+}
+
+/// The thread that commits a batch to history while the bus's writer thread delivers
+/// the batch before it; ``commit(_:)`` commits on the caller's thread instead.
+final class CommitThread: Sendable {
+    private struct Slot {
+        var envelopes: [Envelope]?
+        var outcome: (ok: Bool, nanos: UInt64) = (false, 0)
+        var stopping = false
+    }
+
+    private let store: any HistoryStore
+    private let metrics: BusMetrics
+    private let logger: Logger
+    private let slot = Mutex(Slot())
+    private let work = DispatchSemaphore(value: 0)
+    private let done = DispatchSemaphore(value: 0)
+
+    init(store: any HistoryStore, metrics: BusMetrics, logger: Logger) {
+        self.store = store
+        self.metrics = metrics
+        self.logger = logger
+        Thread.startNamed("swb-commit") { [self] in self.run() }
+    }
+
+    /// Starts committing `envelopes` on the committer thread; ``result()`` waits for it.
+    func start(_ envelopes: [Envelope]) {
+        slot.withLock { $0.envelopes = envelopes }
+        work.signal()
+    }
+
+    /// Whether the batch given to ``start(_:)`` was committed, and how long that took
+    /// (waits until it is done).
+    func result() -> (ok: Bool, nanos: UInt64) {
+        done.wait()
+        return slot.withLock { $0.outcome }
+    }
+
+    /// Lets the thread end (once nothing is being committed).
+    func stop() {
+        slot.withLock { $0.stopping = true }
+        work.signal()
+    }
+
+    private func run() {
+        while true {
+            work.wait()
+            let (envelopes, stopping) = slot.withLock { slot in
+                defer { slot.envelopes = nil }
+                return (slot.envelopes, slot.stopping)
+            }
+            guard let envelopes else {
+                if stopping { return }
+                continue
+            }
+            let outcome = commit(envelopes)
+            slot.withLock { $0.outcome = outcome }
+            done.signal()
+        }
+    }
+
+    /// Appends `envelopes` in one transaction, retrying twice; not ok when all three
+    /// failed. Also says how long it took.
+    func commit(_ envelopes: [Envelope]) -> (ok: Bool, nanos: UInt64) {
+        let start = DispatchTime.now().uptimeNanoseconds
+        let ok = append(envelopes)
+        let nanos = DispatchTime.now().uptimeNanoseconds - start
+        metrics.commitLatency.recordNanoseconds(Int64(nanos))
+        metrics.commitBatchSize.record(envelopes.count)
+        return (ok, nanos)
+    }
+
+    private func append(_ envelopes: [Envelope]) -> Bool {
         var delay: UInt32 = 5_000
         for attempt in 1...3 {
             do {

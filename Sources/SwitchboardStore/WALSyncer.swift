@@ -1,4 +1,5 @@
 import Foundation
+import SwitchboardCore
 import Synchronization
 
 #if canImport(Glibc)
@@ -65,9 +66,7 @@ public final class WALSyncer: Sendable {
         if checkpointFrames > 0 {
             try? store.setWriterAutocheckpoint(frames: Self.writerCheckpointFrames)
         }
-        let thread = Thread { [self] in self.loop() }
-        thread.name = "switchboard-walsync"
-        thread.start()
+        Thread.startNamed("swb-walsync") { [self] in self.loop() }
     }
 
     /// How many times the base interval the thread may sleep while the WAL is unchanged

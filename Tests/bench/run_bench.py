@@ -1964,8 +1964,9 @@ def render(md: list[str], machine: dict, command: str, started: dt.datetime, fin
         summary.append((f"Fan-out, {row['scenario']}, {store}", f"{fmt_int(m)} deliveries/s",
                         f"≥ {fmt_int(FANOUT_TARGET)}/s" if in_process else target_s, met_s))
     sec1.append("")
-    sec1.append("*time in commit*: share of the measured time the bus's writer thread spent inside "
-                "`HistoryStore.append`. *CPU cores busy*: process CPU time / wall time (2 would be both cores "
+    sec1.append("*time in commit*: share of the measured time spent inside `HistoryStore.append` (on the bus's "
+                "writer thread, or on its committer thread when a large batch is committed there while the writer "
+                "delivers the batch before it). *CPU cores busy*: process CPU time / wall time (2 would be both cores "
                 "saturated).")
     sec1.append("")
     if foreign_note(sections.get("fanout", {})):
