@@ -22,8 +22,6 @@ struct Batch {
         case barrier(CheckedContinuation<Void, Never>)
     }
 
-    /// Position in sequencing order: batches are committed and delivered in this order.
-    var ticket: UInt64 = 0
     var envelopes: [Envelope] = []
     var effects: [Effect] = []
 }
@@ -117,11 +115,6 @@ struct BusEngine {
     var taps: [UInt64: SessionHandle] = [:]
     var knownRooms: Set<RoomName> = []
     var dedup: DedupCache
-    /// The ticket the next sequenced batch gets.
-    var nextTicket: UInt64 = 1
-    /// Envelopes of batches sequenced but not yet delivered, oldest first: what a failed
-    /// commit takes back (see ``rollBack(from:)``).
-    private var inFlight: Deque<(ticket: UInt64, envelopes: [Envelope])> = []
     var ids = ULIDGenerator()
     private var outCounts: [Int] = Array(repeating: 0, count: Via.allCases.count)
     let metrics: BusMetrics
@@ -150,8 +143,6 @@ struct BusEngine {
 
     mutating func sequence(_ ops: Deque<LocalBus.Op>, now: Int64, store: any HistoryStore, logger: Logger) -> Batch {
         var batch = Batch()
-        batch.ticket = nextTicket
-        nextTicket += 1
         for op in ops {
             switch op {
             case .open(let session):
@@ -233,7 +224,6 @@ struct BusEngine {
                 batch.effects.append(.barrier(continuation))
             }
         }
-        inFlight.append((batch.ticket, batch.envelopes))
         return batch
     }
 
@@ -308,14 +298,12 @@ struct BusEngine {
 
     // MARK: Step 2 failed: roll back
 
-    /// Takes back the batch `ticket`, whose commit failed: every room's counter goes back
-    /// to just before its first envelope in the batch, which is its last committed seq
-    /// (whatever was delivered meanwhile), and the batch's `client_id`s are forgotten.
-    ///
-    /// The writer sequences the next batch only once this one's commit is known, so no
-    /// batch behind it holds seqs yet; should one ever, it is taken back too.
-    mutating func rollBack(from ticket: UInt64) {
-        for batch in inFlight where batch.ticket >= ticket {
+    /// Takes back `batches`: one whose commit failed, and the one sequenced behind it if
+    /// any (it holds the seqs after the lost ones). Every room's counter goes back to just
+    /// before its first envelope in them, which is its last committed seq (whatever was
+    /// delivered meanwhile), and their `client_id`s are forgotten.
+    mutating func rollBack(_ batches: [Batch]) {
+        for batch in batches {
             for envelope in batch.envelopes {
                 seqs[envelope.room] = min(seqs[envelope.room] ?? 0, envelope.seq - 1)
                 if let clientID = envelope.clientID {
@@ -327,11 +315,9 @@ struct BusEngine {
 
     // MARK: Step 3: deliver
 
-    /// Delivers `batch` (the oldest undelivered one); when `ok` is false its commit failed
-    /// and ``rollBack(from:)`` has already taken it back.
+    /// Delivers `batch`; when `ok` is false its commit failed and ``rollBack(_:)`` has
+    /// already taken it back.
     mutating func deliver(_ batch: inout Batch, committed ok: Bool) {
-        precondition(inFlight.first?.ticket == batch.ticket, "batches are delivered in sequencing order")
-        inFlight.removeFirst()
         if ok {
             for envelope in batch.envelopes { committed[envelope.room] = envelope.seq }
         }

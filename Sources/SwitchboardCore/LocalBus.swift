@@ -259,13 +259,18 @@ public final class LocalBus: MessageBus {
     // MARK: Writer thread
 
     private func runLoop() {
-        // Each batch goes sequenced → (in commit) → committed → delivered, in ticket order.
-        // At most one batch is in each stage; when the committer thread takes a batch,
-        // the one before it is delivered and the next one sequenced meanwhile.
+        // Each batch goes sequenced → (in commit) → committed → delivered, in order, with
+        // at most one batch in each stage. While the committer thread commits a batch, the
+        // one before it is delivered and the next one sequenced.
         var sequenced: (batch: Batch, takenBack: Bool)?
         var inCommit: Batch?
         var committed: (batch: Batch, ok: Bool)?
         var costs = StageCosts()
+        func deliverCommitted() {
+            guard let (batch, ok) = committed else { return }
+            committed = nil
+            deliver(batch, ok: ok, costs: &costs)
+        }
         while true {
             if sequenced == nil {
                 // Keep the lock short: publishers on the event loops contend for it.
@@ -284,9 +289,8 @@ public final class LocalBus: MessageBus {
                     let now = configuration.clock()
                     sequenced = (state.withLock { $0.sequence(ops, now: now, store: store, logger: logger) }, false)
                 } else if inCommit == nil {
-                    if let (batch, ok) = committed {
-                        committed = nil
-                        deliver(batch, ok: ok, costs: &costs)
+                    if committed != nil {
+                        deliverCommitted()
                     } else if stopping {
                         committer.stop()
                         finish()
@@ -301,20 +305,18 @@ public final class LocalBus: MessageBus {
             if let (batch, takenBack) = sequenced, inCommit == nil {
                 sequenced = nil
                 if takenBack || batch.envelopes.isEmpty {
-                    if let (previous, ok) = committed { deliver(previous, ok: ok, costs: &costs) }
-                    committed = nil
+                    deliverCommitted()
                     deliver(batch, ok: !takenBack, costs: &costs)
-                } else if let (previous, ok) = committed, batch.envelopes.count >= configuration.handOverMinimum,
+                } else if committed != nil, batch.envelopes.count >= configuration.handOverMinimum,
                           costs.commitPerEnvelope >= costs.deliveryPerEnvelope {
                     committer.start(batch.envelopes)
                     inCommit = batch
-                    committed = nil
-                    deliver(previous, ok: ok, costs: &costs)
+                    deliverCommitted()
                 } else {
-                    if let (previous, ok) = committed { deliver(previous, ok: ok, costs: &costs) }
+                    deliverCommitted()
                     let (ok, nanos) = committer.commit(batch.envelopes)
                     costs.record(commit: nanos, envelopes: batch.envelopes.count)
-                    if !ok { rollBack(batch) }
+                    if !ok { state.withLock { $0.rollBack([batch]) } }
                     committed = (batch, ok)
                 }
                 continue
@@ -329,15 +331,15 @@ public final class LocalBus: MessageBus {
             if !ok {
                 // The batch sequenced behind it holds the seqs after its envelopes: it
                 // is taken back with it and fails too.
-                rollBack(batch)
-                if sequenced != nil { sequenced!.takenBack = true }
+                var takenBack = [batch]
+                if let behind = sequenced?.batch {
+                    takenBack.append(behind)
+                    sequenced?.takenBack = true
+                }
+                state.withLock { $0.rollBack(takenBack) }
             }
             committed = (batch, ok)
         }
-    }
-
-    private func rollBack(_ batch: Batch) {
-        state.withLock { $0.rollBack(from: batch.ticket) }
     }
 
     private func deliver(_ batch: Batch, ok: Bool, costs: inout StageCosts) {
@@ -373,16 +375,16 @@ struct StageCosts {
     private(set) var deliveryPerEnvelope = 0.0
 
     mutating func record(commit nanos: UInt64, envelopes: Int) {
-        Self.smooth(&commitPerEnvelope, Double(nanos) / Double(max(1, envelopes)))
+        Self.smooth(&commitPerEnvelope, nanos, envelopes)
     }
 
     mutating func record(delivery nanos: UInt64, envelopes: Int) {
-        guard envelopes > 0 else { return }
-        Self.smooth(&deliveryPerEnvelope, Double(nanos) / Double(envelopes))
+        Self.smooth(&deliveryPerEnvelope, nanos, envelopes)
     }
 
-    private static func smooth(_ average: inout Double, _ sample: Double) {
-        average += (sample - average) / 4
+    private static func smooth(_ average: inout Double, _ nanos: UInt64, _ envelopes: Int) {
+        guard envelopes > 0 else { return }
+        average += (Double(nanos) / Double(envelopes) - average) / 4
     }
 }
 
