@@ -1,4 +1,7 @@
 import Crypto
+#if canImport(Glibc)
+import Glibc
+#endif
 import SIPWire
 import SwitchboardCore
 
@@ -65,13 +68,35 @@ public struct DigestNonces: Sendable {
 
     private mutating func randomTag() -> UInt64 {
         if pool.isEmpty {
-            // One call into BoringSSL's CSPRNG for 512 tags.
-            let block = SymmetricKey(size: SymmetricKeySize(bitCount: 512 * 64))
-            pool = block.withUnsafeBytes { bytes in
-                (0..<512).map { bytes.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self) }
-            }
+            pool = Self.randomBlock(count: 512)
         }
         return pool.removeLast()
+    }
+
+    /// `count` words from the kernel's CSPRNG in one read. `SymmetricKey(size:)` (used
+    /// before) asks the kernel for 8 bytes at a time: 512 `getrandom` calls per block.
+    static func randomBlock(count: Int) -> [UInt64] {
+        var words = [UInt64](repeating: 0, count: count)
+        #if canImport(Glibc)
+        let fd = open("/dev/urandom", O_RDONLY | O_CLOEXEC)
+        if fd >= 0 {
+            defer { close(fd) }
+            let filled = words.withUnsafeMutableBytes { buffer -> Bool in
+                var offset = 0
+                while offset < buffer.count {
+                    let n = read(fd, buffer.baseAddress! + offset, buffer.count - offset)
+                    if n < 0, errno == EINTR { continue }
+                    guard n > 0 else { return false }
+                    offset += n
+                }
+                return true
+            }
+            if filled { return words }
+        }
+        #endif
+        var generator = SystemRandomNumberGenerator()
+        for index in words.indices { words[index] = generator.next() }
+        return words
     }
 
     /// 16 hex digits, leading zeros kept: a tag always has the same length.

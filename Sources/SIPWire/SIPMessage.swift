@@ -335,14 +335,16 @@ enum SIPSerializer {
         out.append(contentsOf: "Content-Length: \(bodyCount)\r\n\r\n".utf8)
     }
 
-    /// Appends the bytes that pass `keep`: in one copy when all do (nearly always), byte by
-    /// byte otherwise.
+    /// Appends the bytes that pass `keep`: checked and copied straight from the string's
+    /// storage when all do (nearly always), byte by byte otherwise.
     @inline(__always)
     private static func appendFiltered(_ bytes: String.UTF8View, into out: inout [UInt8], keeping keep: (UInt8) -> Bool) {
-        if bytes.allSatisfy(keep) {
-            out.append(contentsOf: bytes)
-        } else {
-            for b in bytes where keep(b) { out.append(b) }
+        let copied = bytes.withContiguousStorageIfAvailable { buffer -> Bool in
+            for b in buffer where !keep(b) { return false }
+            out.append(contentsOf: buffer)
+            return true
         }
+        if copied == true { return }
+        for b in bytes where keep(b) { out.append(b) }
     }
 }
