@@ -17,7 +17,7 @@ APT_INSTALL = missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missi
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq $$missing; \
 	fi
 
-.PHONY: run test bench build deps test-deps bench-deps clean
+.PHONY: run test bench fuzz build deps test-deps bench-deps clean
 
 deps:
 	@$(call APT_INSTALL,$(BUILD_DEBS))
@@ -57,6 +57,11 @@ test: test-deps
 bench: bench-deps
 	$(SWIFT) build -c release
 	$(PYTHON) Tests/bench/run_bench.py --bin .build/release/switchboard --bench-bin .build/release/switchboard-bench --out docs/BENCHMARKS.md
+
+## make fuzz: libFuzzer + AddressSanitizer on the XML, SIP and line parsers, FUZZ_SECONDS (60) each;
+## crashing inputs are kept under .build/fuzz/<target>/ (scripts/fuzz.sh).
+fuzz: deps
+	scripts/fuzz.sh
 
 build: deps
 	$(SWIFT) build

@@ -133,14 +133,3 @@ public struct LineFrameDecoder: Sendable {
         }
     }
 }
-
-extension UInt8 {
-    /// ASCII line feed, `\n`.
-    static let lf = UInt8(ascii: "\n")
-    /// ASCII carriage return, `\r`.
-    static let cr = UInt8(ascii: "\r")
-    /// ASCII space.
-    static let space = UInt8(ascii: " ")
-    /// ASCII backslash.
-    static let backslash = UInt8(ascii: "\\")
-}
