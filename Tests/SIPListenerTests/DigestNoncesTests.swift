@@ -40,6 +40,17 @@ import SwitchboardCore
                               method: "REGISTER", stored: credentials, now: 2000) == .rejected)
     }
 
+    @Test func nonceTagsAreRandomAndDistinct() {
+        let first = DigestNonces.randomBlock(count: 512), second = DigestNonces.randomBlock(count: 512)
+        #expect(first.count == 512 && second.count == 512)
+        // 1,024 draws of 64 bits: a repeat (or a block left at zero) means no randomness.
+        #expect(Set(first + second).count == 1024)
+        var nonces = DigestNonces(realm: realm, ttlSeconds: 300)
+        let tags = (0..<600).map { _ in nonces.makeNonce(now: 1000).split(separator: ".").last.map(String.init) ?? "" }
+        #expect(Set(tags).count == 600, "tags stay unique across a refill of the pool")
+        #expect(tags.allSatisfy { $0.utf8.count == 16 })
+    }
+
     @Test func aReplayedNonceCountIsRejected() throws {
         var nonces = DigestNonces(realm: realm, ttlSeconds: 300)
         let nonce = nonces.makeNonce(now: 0)
