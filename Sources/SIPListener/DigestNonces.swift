@@ -160,6 +160,6 @@ public struct DigestNonces: Sendable {
     }
 
     static func equal(_ a: String, _ b: String) -> Bool {
-        StoredCredentials.constantTimeEqual(Array(a.utf8), Array(b.utf8))
+        StoredCredentials.constantTimeEqual(a.utf8, b.utf8)
     }
 }

@@ -363,6 +363,7 @@ final class SIPCore {
     /// A response to `request` with its Via, From, To (tagged), Call-ID and CSeq.
     func response(to request: SIPRequest, status: Int, reason: String? = nil, warning: String? = nil) -> SIPResponse {
         var r = SIPResponse(status: status, reason: reason)
+        r.headers.reserveCapacity(10)
         for via in request.headers.all("Via") { r.headers.add("Via", via) }
         if let from = request.headers["From"] { r.headers.add("From", from) }
         if let to = request.headers["To"] { r.headers.add("To", status == 100 ? to : addTag(to)) }

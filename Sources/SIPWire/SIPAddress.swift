@@ -153,12 +153,15 @@ public struct SIPCSeq: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let parts = Substring(text).utf8.split(whereSeparator: \.isSIPWhitespace).map { Substring($0) }
-        guard parts.count == 2, let n = parseDecimal(parts[0]), n <= Int(UInt32.max) else {
-            throw .invalidHeader("CSeq")
-        }
+        // `1*DIGIT LWS Method`, scanned in place (every request has one).
+        let value = Substring(text).trimmedSWS
+        guard let space = value.utf8.firstIndex(where: \.isSIPWhitespace),
+              let n = parseDecimal(value[..<space]), n <= Int(UInt32.max)
+        else { throw .invalidHeader("CSeq") }
+        let methodText = value[space...].trimmedSWS
+        guard !methodText.isEmpty, !methodText.utf8.contains(where: \.isSIPWhitespace) else { throw .invalidHeader("CSeq") }
         number = UInt32(n)
-        method = try SIPMethod(parsing: String(parts[1]))
+        method = try SIPMethod(parsing: String(methodText))
     }
 
     public var description: String { "\(number) \(method.rawValue)" }

@@ -146,26 +146,56 @@ public enum SIPDigestAlgorithm: String, Hashable, Sendable, CaseIterable {
     public var name: String { rawValue }
 
     public func hash(_ text: String) -> String {
-        switch self {
-        case .md5: Insecure.MD5.hash(data: Array(text.utf8)).hexadecimal
-        case .sha256: SHA256.hash(data: Array(text.utf8)).hexadecimal
-        }
+        digestHex([text])
     }
 
     /// `H(username:realm:password)`.
     public func ha1(username: String, realm: String, password: String) -> String {
-        hash("\(username):\(realm):\(password)")
+        digestHex([username, ":", realm, ":", password])
     }
 
     /// The expected `response` for the given HA1 (RFC 2617 §3.2.2.1, with or without `qop=auth`).
     public func response(
         ha1: String, nonce: String, method: String, uri: String, qop: String?, nc: String?, cnonce: String?
     ) -> String {
-        let ha2 = hash("\(method):\(uri)")
+        let ha2 = digestHex([method, ":", uri])
         if let qop, let nc, let cnonce {
-            return hash("\(ha1):\(nonce):\(nc):\(cnonce):\(qop):\(ha2)")
+            return digestHex([ha1, ":", nonce, ":", nc, ":", cnonce, ":", qop, ":", ha2])
         }
-        return hash("\(ha1):\(nonce):\(ha2)")
+        return digestHex([ha1, ":", nonce, ":", ha2])
+    }
+
+    /// The lower-case hex digest of the pieces' bytes, hashed one after another: no joined
+    /// string is built and no bytes are copied (a digest check built and copied six strings
+    /// and arrays before).
+    func digestHex(_ pieces: [String]) -> String {
+        switch self {
+        case .md5:
+            var hasher = Insecure.MD5()
+            for piece in pieces { Self.update(&hasher, piece) }
+            return Self.hex(hasher.finalize())
+        case .sha256:
+            var hasher = SHA256()
+            for piece in pieces { Self.update(&hasher, piece) }
+            return Self.hex(hasher.finalize())
+        }
+    }
+
+    private static func update(_ hasher: inout some HashFunction, _ piece: String) {
+        var piece = piece
+        piece.withUTF8 { hasher.update(bufferPointer: UnsafeRawBufferPointer($0)) }
+    }
+
+    private static func hex(_ digest: some Digest) -> String {
+        digest.withUnsafeBytes { bytes in
+            String(unsafeUninitializedCapacity: bytes.count * 2) { out in
+                for (i, b) in bytes.enumerated() {
+                    out[2 * i] = hexDigits[Int(b >> 4)]
+                    out[2 * i + 1] = hexDigits[Int(b & 0xF)]
+                }
+                return bytes.count * 2
+            }
+        }
     }
 }
 

@@ -59,6 +59,11 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
         return n
     }
 
+    /// Room for `count` fields without reallocating (a response built field by field).
+    public mutating func reserveCapacity(_ count: Int) {
+        fields.reserveCapacity(count)
+    }
+
     public mutating func add(_ name: String, _ value: String) {
         fields.append(Field(name: SIPHeaders.canonicalName(name), value: value))
     }

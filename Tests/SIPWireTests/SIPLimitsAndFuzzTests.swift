@@ -94,6 +94,10 @@ private func request(extraHeaders: Int = 0, headerLine: String? = nil, body: Str
         #expect(throws: SIPParseError.self) { try SIPCSeq(parsing: "4294967296 INVITE") }
         #expect(throws: SIPParseError.self) { try SIPCSeq(parsing: "1") }
         #expect(throws: SIPParseError.self) { try SIPCSeq(parsing: "x INVITE") }
+        #expect(try SIPCSeq(parsing: " 2\tREGISTER ") == SIPCSeq(number: 2, method: .register))
+        #expect(throws: SIPParseError.self) { try SIPCSeq(parsing: "1 INVITE extra") }
+        #expect(throws: SIPParseError.self) { try SIPCSeq(parsing: "1 ") }
+        #expect(throws: SIPParseError.self) { try SIPCSeq(parsing: "1 INV@TE") }
         #expect(throws: SIPParseError.self) { try SIPCSeq(parsing: "1 INVITE extra") }
     }
 }
