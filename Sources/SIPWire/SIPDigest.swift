@@ -32,7 +32,7 @@ public struct SIPDigestCredentials: Hashable, Sendable {
             let end = SIPHeaders.listItemEnd(in: bytes, from: item)
             defer { item = end + 1 }
             guard let eq = bytes[item..<end].firstIndex(of: UInt8(ascii: "=")) else { continue }
-            let name = bytes[item..<eq].trimmingSIPWhitespace().map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }
+            let name = bytes[item..<eq].trimmingSIPWhitespace()
             let raw = bytes[(eq + 1)..<end].trimmingSIPWhitespace()
             let value: String
             if raw.count >= 2, raw.first == UInt8(ascii: "\""), raw.last == UInt8(ascii: "\"") {
@@ -40,18 +40,19 @@ public struct SIPDigestCredentials: Hashable, Sendable {
             } else {
                 value = String(decoding: raw, as: UTF8.self)
             }
-            if let slot = Self.knownParameters.firstIndex(where: { $0.elementsEqual(name) }) {
+            if let slot = Self.knownParameters.firstIndex(where: { Self.equalIgnoringCase(name, $0) }) {
                 guard fields[slot] == nil else {
                     throw SIPParseError(code: "bad_authorization",
                                         message: "repeated digest parameter \(Self.parameterNames[slot])", status: 400)
                 }
                 fields[slot] = value
             } else {
-                guard !otherNames.contains(where: { $0.elementsEqual(name) }) else {
+                let lowered = name.map(Self.lowercased)
+                guard !otherNames.contains(where: { $0.elementsEqual(lowered) }) else {
                     throw SIPParseError(code: "bad_authorization",
-                                        message: "repeated digest parameter \(String(decoding: name, as: UTF8.self))", status: 400)
+                                        message: "repeated digest parameter \(String(decoding: lowered, as: UTF8.self))", status: 400)
                 }
-                otherNames.append(name)
+                otherNames.append(lowered)
             }
         }
         guard let username = fields[0], let realm = fields[1], let nonce = fields[2], let uri = fields[3],
@@ -64,7 +65,7 @@ public struct SIPDigestCredentials: Hashable, Sendable {
         self.realm = realm
         self.nonce = nonce
         self.uri = uri
-        self.response = response.lowercased()
+        self.response = response.utf8.contains(where: { $0 >= 65 && $0 <= 90 }) ? response.lowercased() : response
         self.algorithm = algorithm
         self.qop = fields[6]
         self.nc = fields[7]
@@ -76,6 +77,14 @@ public struct SIPDigestCredentials: Hashable, Sendable {
     private static let parameterNames = ["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc",
                                          "cnonce", "opaque"]
     private static let knownParameters = parameterNames.map { Array($0.utf8) }
+
+    private static func lowercased(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte | 0x20 : byte }
+
+    /// `name` equals the lower-case `known` ignoring ASCII case (compared in place: a copy
+    /// per parameter was most of a parse's allocations).
+    private static func equalIgnoringCase(_ name: ArraySlice<UInt8>, _ known: [UInt8]) -> Bool {
+        name.count == known.count && zip(name, known).allSatisfy { lowercased($0) == $1 }
+    }
 
     /// The inside of a quoted string with `\x` turned into `x`.
     private static func unescaped(_ bytes: ArraySlice<UInt8>) -> String {

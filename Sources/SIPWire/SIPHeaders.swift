@@ -46,7 +46,18 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 
     /// Every value of a list header, split at commas outside quotes and angle brackets.
     public func values(_ name: String) -> [String] {
-        all(name).flatMap(SIPHeaders.splitList)
+        let key = SIPHeaders.lookupName(name)
+        var out: [String] = []
+        for field in fields where field.name.caseInsensitiveEquals(key) {
+            // Most fields hold one value: no list to split, no intermediate arrays.
+            if field.value.utf8.contains(UInt8(ascii: ",")) {
+                out.append(contentsOf: SIPHeaders.splitList(field.value))
+            } else {
+                let whole = field.value.trimmingSIPWhitespace()
+                if !whole.isEmpty { out.append(whole) }
+            }
+        }
+        return out
     }
 
     public func contains(_ name: String) -> Bool { self[name] != nil }
