@@ -364,7 +364,7 @@ final class SIPCore {
     func response(to request: SIPRequest, status: Int, reason: String? = nil, warning: String? = nil) -> SIPResponse {
         var r = SIPResponse(status: status, reason: reason)
         r.headers.reserveCapacity(10)
-        for via in request.headers.all("Via") { r.headers.add("Via", via) }
+        for field in request.headers where field.name == "Via" { r.headers.add("Via", field.value) }
         if let from = request.headers["From"] { r.headers.add("From", from) }
         if let to = request.headers["To"] { r.headers.add("To", status == 100 ? to : addTag(to)) }
         if let callID = request.callID { r.headers.add("Call-ID", callID) }

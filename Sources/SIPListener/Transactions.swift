@@ -57,7 +57,7 @@ public struct ClientTransaction: Sendable {
 
     /// The earliest time at which ``tick(now:)`` has something to do.
     public var nextDeadline: Int64? {
-        [retransmitAt, timeoutAt, endAt].compactMap { $0 }.min()
+        earliest(retransmitAt, timeoutAt, endAt)
     }
 
     public mutating func start(now: Int64) -> [TransactionAction] {
@@ -178,7 +178,7 @@ public struct ServerTransaction: Sendable {
     }
 
     public var nextDeadline: Int64? {
-        [retransmitAt, timeoutAt, endAt].compactMap { $0 }.min()
+        earliest(retransmitAt, timeoutAt, endAt)
     }
 
     /// True until a final response was sent.
@@ -275,4 +275,14 @@ public struct ServerTransaction: Sendable {
         }
         return []
     }
+}
+
+/// The earliest of the set deadlines (asked after every step of a transaction: no array).
+func earliest(_ a: Int64?, _ b: Int64?, _ c: Int64?) -> Int64? {
+    func min(_ x: Int64?, _ y: Int64?) -> Int64? {
+        guard let x else { return y }
+        guard let y else { return x }
+        return Swift.min(x, y)
+    }
+    return min(min(a, b), c)
 }

@@ -20,6 +20,8 @@ extension Substring {
     /// Splits at every `byte` (empty pieces kept).
     func splitBytes(_ byte: UInt8) -> [Substring] {
         var parts: [Substring] = []
+        // Sized once (the count is a cheap pass over bytes about to be scanned anyway).
+        parts.reserveCapacity(utf8.reduce(1) { $1 == byte ? $0 + 1 : $0 })
         var start = startIndex
         var index = startIndex
         while index != endIndex {

@@ -35,8 +35,10 @@ extension Array where Element == SIPParameter {
         let text = text.trimmedSWS
         guard !text.isEmpty else { return [] }
         guard text.firstByte == UInt8(ascii: ";") else { throw .syntax("parameters must start with ;") }
+        let pieces = text[text.after(text.startIndex)...].splitBytes(UInt8(ascii: ";"))
         var out: [SIPParameter] = []
-        for piece in text[text.after(text.startIndex)...].splitBytes(UInt8(ascii: ";")) {
+        out.reserveCapacity(pieces.count)
+        for piece in pieces {
             let trimmed = piece.trimmedSWS
             guard !trimmed.isEmpty else { throw .syntax("empty parameter") }
             var nameText = trimmed, valueText: Substring?
