@@ -416,6 +416,7 @@ extension SIPCore {
     func makeMessage(_ envelope: Envelope, to user: UserName, contact: SIPURI, over transport: SIPPeer.Transport,
                      branch: String) -> SIPRequest {
         var headers = SIPHeaders()
+        headers.reserveCapacity(10)
         headers.add("Via", "SIP/2.0/\(transport.rawValue.uppercased()) \(hostPort);branch=\(branch);rport")
         headers.add("Max-Forwards", "70")
         let display = "\(envelope.from.display ?? envelope.from.user.rawValue) (\(envelope.from.via.rawValue))"

@@ -26,7 +26,16 @@ extension Array where Element == SIPParameter {
     }
 
     var serialized: String {
-        map { p in p.value.map { ";\(p.name)=\($0)" } ?? ";\(p.name)" }.joined()
+        var out = ""
+        for p in self {
+            out += ";"
+            out += p.name
+            if let value = p.value {
+                out += "="
+                out += value
+            }
+        }
+        return out
     }
 
     /// Parses `;a=b;c`. An empty parameter (`;;`, a trailing `;`) is an error; URI parameters
