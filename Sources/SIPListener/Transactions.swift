@@ -279,10 +279,9 @@ public struct ServerTransaction: Sendable {
 
 /// The earliest of the set deadlines (asked after every step of a transaction: no array).
 func earliest(_ a: Int64?, _ b: Int64?, _ c: Int64?) -> Int64? {
-    func min(_ x: Int64?, _ y: Int64?) -> Int64? {
-        guard let x else { return y }
-        guard let y else { return x }
-        return Swift.min(x, y)
+    func earlier(_ x: Int64?, _ y: Int64?) -> Int64? {
+        guard let x, let y else { return x ?? y }
+        return min(x, y)
     }
-    return min(min(a, b), c)
+    return earlier(earlier(a, b), c)
 }

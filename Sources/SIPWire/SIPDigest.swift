@@ -196,28 +196,22 @@ public enum SIPDigestAlgorithm: String, Hashable, Sendable, CaseIterable {
     }
 
     private static func hex(_ digest: some Digest) -> String {
-        digest.withUnsafeBytes { bytes in
-            String(unsafeUninitializedCapacity: bytes.count * 2) { out in
-                for (i, b) in bytes.enumerated() {
-                    out[2 * i] = hexDigits[Int(b >> 4)]
-                    out[2 * i + 1] = hexDigits[Int(b & 0xF)]
-                }
-                return bytes.count * 2
-            }
-        }
+        digest.withUnsafeBytes { $0.hexadecimal }
     }
 }
 
-extension Sequence where Element == UInt8 {
-    /// Lower-case hexadecimal, as digests and nonces are written.
+extension Collection where Element == UInt8 {
+    /// Lower-case hexadecimal, as digests and nonces are written, straight into the string.
     public var hexadecimal: String {
-        var out: [UInt8] = []
-        out.reserveCapacity(underestimatedCount * 2)
-        for b in self {
-            out.append(hexDigits[Int(b >> 4)])
-            out.append(hexDigits[Int(b & 0xF)])
+        String(unsafeUninitializedCapacity: count * 2) { out in
+            var i = 0
+            for b in self {
+                out[i] = hexDigits[Int(b >> 4)]
+                out[i + 1] = hexDigits[Int(b & 0xF)]
+                i += 2
+            }
+            return i
         }
-        return String(decoding: out, as: UTF8.self)
     }
 }
 

@@ -48,14 +48,9 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
     public func values(_ name: String) -> [String] {
         let key = SIPHeaders.lookupName(name)
         var out: [String] = []
+        // Appended in place: no array per field, none to flatten.
         for field in fields where field.name.caseInsensitiveEquals(key) {
-            // Most fields hold one value: no list to split, no intermediate arrays.
-            if field.value.utf8.contains(UInt8(ascii: ",")) {
-                out.append(contentsOf: SIPHeaders.splitList(field.value))
-            } else {
-                let whole = field.value.trimmingSIPWhitespace()
-                if !whole.isEmpty { out.append(whole) }
-            }
+            SIPHeaders.splitList(field.value, into: &out)
         }
         return out
     }
@@ -154,19 +149,26 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 
     /// Splits a list header value at commas that are outside quoted strings and `<…>`.
     public static func splitList(_ value: String) -> [String] {
+        var parts: [String] = []
+        splitList(value, into: &parts)
+        return parts
+    }
+
+    /// ``splitList(_:)`` appending to `parts`.
+    static func splitList(_ value: String, into parts: inout [String]) {
         let utf8 = value.utf8
         guard utf8.contains(UInt8(ascii: ",")) else {
             let whole = value.trimmingSIPWhitespace()
-            return whole.isEmpty ? [] : [whole]
+            if !whole.isEmpty { parts.append(whole) }
+            return
         }
-        var parts: [String] = []
         var start = utf8.startIndex
         while true {
             let end = listItemEnd(in: utf8, from: start)
             // ASCII delimiters sit on character boundaries, so the UTF-8 index slices the string.
             let part = String(value[start..<end]).trimmingSIPWhitespace()
             if !part.isEmpty { parts.append(part) }
-            guard end != utf8.endIndex else { return parts }
+            guard end != utf8.endIndex else { return }
             start = utf8.index(after: end)
         }
     }
