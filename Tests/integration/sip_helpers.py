@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "Tests" / "sip"))
 from make_kamailio_db import write_db  # noqa: E402  (Tests/sip: the scenarios' own tools)
 from make_users_csv import csv_line, write_csv  # noqa: E402
+from swb import free_port  # noqa: E402
 
 SCENARIOS = REPO / "Tests" / "sip" / "scenarios"
 KAMAILIO_CFG = REPO / "Tests" / "bench" / "peers" / "kamailio.cfg"
@@ -53,22 +54,7 @@ T = float(os.environ.get("SWB_TEST_READ_TIMEOUT", "5")) * 2  # per SIP step, gen
 
 def free_port_pair() -> int:
     """A port free on 127.0.0.1 for both UDP and TCP (SIP uses the same number for both)."""
-    for _ in range(200):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        try:
-            t.bind(("127.0.0.1", 0))
-            port = t.getsockname()[1]
-            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            finally:
-                u.close()
-            return port
-        finally:
-            t.close()
-    raise AssertionError("no free UDP+TCP port")
+    return free_port(udp=True)
 
 
 def tcp_port_free(port: int) -> bool:

@@ -6,6 +6,7 @@ Standard library only. Every blocking operation has a timeout so a test can fail
 from __future__ import annotations
 
 import os
+import random
 import re
 import select
 import signal
@@ -88,10 +89,39 @@ def send_while_reading(sock: socket.socket, data: bytes, timeout: float, chunk: 
 # Config files
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+
+
+def free_port(udp: bool = False) -> int:
+    """A TCP port free on 127.0.0.1 now; with `udp`, free for UDP as well (SIP binds both).
+
+    Picked below the kernel's ephemeral range, so that no outgoing connection (or peer bound
+    to port 0) can take it between now and the moment a server binds it, and never the same
+    port twice in one test run."""
+    lo, hi = _ephemeral_range()
+    first, last = (10000, lo - 1) if lo > 12000 else (hi + 1, 65535)
+    kinds = (socket.SOCK_STREAM, socket.SOCK_DGRAM) if udp else (socket.SOCK_STREAM,)
+    for _ in range(500):
+        port = random.randint(first, last)
+        if port in _handed_out:
+            continue
+        try:
+            for kind in kinds:
+                with socket.socket(socket.AF_INET, kind) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        _handed_out.add(port)
+        return port
+    raise AssertionError(f"no free port in {first}–{last}")
 
 
 def load_default_config() -> dict:
@@ -174,45 +204,50 @@ class Server:
         self.tmp = tmp
         self.data_dir = tmp / "data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
         base = load_default_config()
         base = merge_config(base, {
             "server": {"data_dir": str(self.data_dir)},
-            "line": {"enabled": True, "bind": "127.0.0.1", "port": self.port},
+            "line": {"enabled": True, "bind": "127.0.0.1"},
+            # WebSocket (+ REST, /healthz, /metrics, the page); the listeners of
+            # later issues off unless a test turns them on.
+            "websocket": {"enabled": True, "bind": "127.0.0.1"},
         })
-        # WebSocket (+ REST, /healthz, /metrics, the page) on a free port; the
-        # listeners of later issues off (and on a free port should they be on anyway).
-        self.ws_port = free_port()
-        base = merge_config(base, {"websocket": {"enabled": True, "bind": "127.0.0.1", "port": self.ws_port}})
         for section in ("xmpp", "sip", "mqtt"):
             if section in base:
                 base[section]["enabled"] = False
-                if section != "mqtt" and "port" in base[section]:
-                    base[section]["port"] = free_port()
         self.config = merge_config(base, overrides)
-        if "line" in (overrides or {}) and "port" in overrides["line"]:
-            self.port = int(overrides["line"]["port"])
-        if "websocket" in (overrides or {}) and "port" in overrides["websocket"]:
-            self.ws_port = int(overrides["websocket"]["port"])
-        #: The XMPP listener's port (off unless a test passes xmpp={"enabled": True}).
-        self.xmpp_port = int(self.config.get("xmpp", {}).get("port", 0)) or None
+        #: Sections whose port this harness picks (every listener a test gave no port).
+        self._picked_ports = [section for section in ("line", "websocket", "xmpp", "sip")
+                              if "port" in self.config.get(section, {})
+                              and "port" not in (overrides or {}).get(section, {})]
+        self._pick_ports()
         self.xmpp_enabled = bool(self.config.get("xmpp", {}).get("enabled"))
-        #: The SIP listener's port, UDP and TCP (off unless a test passes sip={"enabled": True}).
-        self.sip_port = int(self.config.get("sip", {}).get("port", 0)) or None
         self.sip_enabled = bool(self.config.get("sip", {}).get("enabled"))
         #: The XMPP domain ([server] domain) and its MUC service.
         self.domain = str(self.config.get("server", {}).get("domain", "localhost"))
         self.ws_enabled = bool(self.config.get("websocket", {}).get("enabled"))
-        #: Base URLs of the WebSocket listener: http://127.0.0.1:<port> and ws://127.0.0.1:<port>/ws.
-        self.http_url = f"http://127.0.0.1:{self.ws_port}"
-        self.ws_url = f"ws://127.0.0.1:{self.ws_port}/ws"
-        self.config_path = tmp / "switchboard.toml"
-        self.config_path.write_text(dump_toml(self.config))
         self.env = clean_env(env)
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self._ever_ready = False
         self.logs: list[Path] = []
         self._stderr = None
+
+    def _pick_ports(self) -> None:
+        """Free ports for the listeners the test left to us, and the config file that names them."""
+        for section in self._picked_ports:
+            self.config[section]["port"] = free_port(udp=section == "sip")
+        self.port = int(self.config["line"]["port"])
+        self.ws_port = int(self.config.get("websocket", {}).get("port", 0))
+        #: The XMPP listener's port (off unless a test passes xmpp={"enabled": True}).
+        self.xmpp_port = int(self.config.get("xmpp", {}).get("port", 0)) or None
+        #: The SIP listener's port, UDP and TCP (off unless a test passes sip={"enabled": True}).
+        self.sip_port = int(self.config.get("sip", {}).get("port", 0)) or None
+        #: Base URLs of the WebSocket listener: http://127.0.0.1:<port> and ws://127.0.0.1:<port>/ws.
+        self.http_url = f"http://127.0.0.1:{self.ws_port}"
+        self.ws_url = f"ws://127.0.0.1:{self.ws_port}/ws"
+        self.config_path = self.tmp / "switchboard.toml"
+        self.config_path.write_text(dump_toml(self.config))
 
     # CLI -------------------------------------------------------------------------------------
 
@@ -240,7 +275,18 @@ class Server:
             env=self.env, cwd=str(self.tmp),
         )
         if wait:
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except AssertionError:
+                # A port picked free a moment ago can be taken meanwhile (an outgoing
+                # connection's or a peer's ephemeral port). Before any client has seen
+                # the ports, picking again is the harness's business, not a failure.
+                if self._ever_ready or self.starts > 3 or not self._picked_ports or self.running() \
+                        or "Address already in use" not in self.log_text(4000):
+                    raise
+                self._close_log()
+                self._pick_ports()
+                return self.start(wait=True)
         return self
 
     def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
@@ -261,6 +307,7 @@ class Server:
                 if self.sip_enabled:
                     with socket.create_connection(("127.0.0.1", self.sip_port), timeout=1.0):
                         pass
+                self._ever_ready = True
                 return
             except OSError:
                 pass
