@@ -178,7 +178,7 @@ final class SIPCore {
     static func hasTagParameter(_ value: String) -> Bool {
         var matched = 0
         for byte in value.utf8 {
-            let lower = byte >= 65 && byte <= 90 ? byte | 0x20 : byte
+            let lower = byte.asciiLowercased
             if lower == tagNeedle[matched] {
                 matched += 1
                 if matched == tagNeedle.count { return true }

@@ -37,8 +37,8 @@ extension Substring {
 
     /// Lower-cased when it holds ASCII capitals; as is (no copy of the check's work) otherwise.
     var asciiLowercased: String {
-        guard utf8.contains(where: { $0 >= 65 && $0 <= 90 }) else { return String(self) }
-        return String(decoding: utf8.map { $0 >= 65 && $0 <= 90 ? $0 | 0x20 : $0 }, as: UTF8.self)
+        guard utf8.contains(where: \.isASCIIUppercase) else { return String(self) }
+        return String(decoding: utf8.map(\.asciiLowercased), as: UTF8.self)
     }
 
     /// A decimal port 1…65535.
@@ -51,4 +51,15 @@ extension Substring {
 extension String {
     @inline(__always) func byteIndex(of byte: UInt8) -> Index? { utf8.firstIndex(of: byte) }
     @inline(__always) func after(_ index: Index) -> Index { utf8.index(after: index) }
+}
+
+/// ASCII case folding, byte by byte: SIP's names, schemes, hosts and parameters compare
+/// without case, and everything that folds them goes through these two.
+extension UInt8 {
+    @inline(__always) package var isASCIIUppercase: Bool { self >= 65 && self <= 90 }
+    @inline(__always) package var isASCIILowercase: Bool { self >= 97 && self <= 122 }
+    /// The byte with an ASCII capital turned into its small letter; any other byte as is.
+    @inline(__always) package var asciiLowercased: UInt8 { isASCIIUppercase ? self | 0x20 : self }
+    /// The byte with an ASCII small letter turned into its capital; any other byte as is.
+    @inline(__always) package var asciiUppercased: UInt8 { isASCIILowercase ? self & ~0x20 : self }
 }

@@ -121,8 +121,8 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
         guard !transportText.isEmpty, transportText.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "-") }) else {
             throw .syntax("bad Via transport")
         }
-        transport = transportText.utf8.contains(where: { $0 >= 97 && $0 <= 122 })
-            ? String(decoding: transportText.utf8.map { $0 >= 97 && $0 <= 122 ? $0 - 32 : $0 }, as: UTF8.self)
+        transport = transportText.utf8.contains(where: \.isASCIILowercase)
+            ? String(decoding: transportText.utf8.map(\.asciiUppercased), as: UTF8.self)
             : String(transportText)
         var rest = third[space...].trimmedSWS
         var paramsText: Substring = ""

@@ -22,7 +22,7 @@ public struct SIPDigestCredentials: Hashable, Sendable {
         // value unquoted and unescaped; an item without `=` is ignored.
         let bytes = Array(text.utf8)
         let start = bytes[...].trimmingSIPWhitespace().startIndex
-        guard bytes.endIndex - start > 7, zip(bytes[start..<start + 6], "digest".utf8).allSatisfy({ $0 | 0x20 == $1 }),
+        guard bytes.endIndex - start > 7, zip(bytes[start..<start + 6], "digest".utf8).allSatisfy({ $0.asciiLowercased == $1 }),
               bytes[start + 6].isSIPWhitespace
         else { throw SIPParseError(code: "bad_authorization", message: "not a Digest authorization", status: 400) }
         var fields = [String?](repeating: nil, count: Self.knownParameters.count)
@@ -47,7 +47,7 @@ public struct SIPDigestCredentials: Hashable, Sendable {
                 }
                 fields[slot] = value
             } else {
-                let lowered = name.map(Self.lowercased)
+                let lowered = name.map(\.asciiLowercased)
                 guard !otherNames.contains(where: { $0.elementsEqual(lowered) }) else {
                     throw SIPParseError(code: "bad_authorization",
                                         message: "repeated digest parameter \(String(decoding: lowered, as: UTF8.self))", status: 400)
@@ -65,7 +65,7 @@ public struct SIPDigestCredentials: Hashable, Sendable {
         self.realm = realm
         self.nonce = nonce
         self.uri = uri
-        self.response = response.utf8.contains(where: { $0 >= 65 && $0 <= 90 }) ? response.lowercased() : response
+        self.response = response.utf8.contains(where: \.isASCIIUppercase) ? response.lowercased() : response
         self.algorithm = algorithm
         self.qop = fields[6]
         self.nc = fields[7]
@@ -78,12 +78,10 @@ public struct SIPDigestCredentials: Hashable, Sendable {
                                          "cnonce", "opaque"]
     private static let knownParameters = parameterNames.map { Array($0.utf8) }
 
-    private static func lowercased(_ byte: UInt8) -> UInt8 { byte >= 65 && byte <= 90 ? byte | 0x20 : byte }
-
     /// `name` equals the lower-case `known` ignoring ASCII case (compared in place: a copy
     /// per parameter was most of a parse's allocations).
     private static func equalIgnoringCase(_ name: ArraySlice<UInt8>, _ known: [UInt8]) -> Bool {
-        name.count == known.count && zip(name, known).allSatisfy { lowercased($0) == $1 }
+        name.count == known.count && zip(name, known).allSatisfy { $0.asciiLowercased == $1 }
     }
 
     /// The inside of a quoted string with `\x` turned into `x`.

@@ -26,6 +26,17 @@ import Testing
         #expect(SIPHeaders.canonicalName("C%6Fntact") == "C%6Fntact")
     }
 
+    @Test func asciiCaseFolding() {
+        // Only A–Z and a–z fold: the bytes next to them ([ ` { @) and UTF-8 stay as they are.
+        let bytes = Array("AZaz@[`{09é-".utf8)
+        #expect(String(decoding: bytes.map(\.asciiLowercased), as: UTF8.self) == "azaz@[`{09é-")
+        #expect(String(decoding: bytes.map(\.asciiUppercased), as: UTF8.self) == "AZAZ@[`{09é-")
+        #expect("Content-LENGTH".caseInsensitiveEquals("content-length"))
+        #expect(!"a[".caseInsensitiveEquals("a{"))
+        #expect(!"Via".caseInsensitiveEquals("Vias"))
+        #expect(Substring("SIP:Alice@Example.COM").asciiLowercased == "sip:alice@example.com")
+    }
+
     @Test func listSplitting() {
         #expect(SIPHeaders.splitList(#""Bell, Alexander" <sip:a@x>;tag=1, <sip:b@y;p=1,2>, sip:c@z"#)
             == [#""Bell, Alexander" <sip:a@x>;tag=1"#, "<sip:b@y;p=1,2>", "sip:c@z"])
