@@ -62,7 +62,7 @@ public struct SIPParser: Sendable {
         }
         guard let first = lines.first, !first.isEmpty else { throw .syntax("missing start line") }
         guard first.count <= limits.maxLineBytes else { throw .tooLarge("start line too long") }
-        guard let startLine = String(validating: first, as: UTF8.self) else { throw .syntax("start line is not UTF-8") }
+        guard let startLine = utf8String(first) else { throw .syntax("start line is not UTF-8") }
 
         var fields: [SIPHeaders.Field] = []
         fields.reserveCapacity(lines.count - 1)
@@ -79,7 +79,7 @@ public struct SIPParser: Sendable {
             let nameBytes = bytes[..<colon].trimmingSIPWhitespace()
             guard !nameBytes.isEmpty, nameBytes.allSatisfy(isTokenByte) else { throw .syntax("bad header name") }
             // The value without surrounding spaces and tabs, trimmed before it becomes a String.
-            guard let value = String(validating: bytes[(colon + 1)...].trimmingSIPWhitespace(), as: UTF8.self) else {
+            guard let value = utf8String(bytes[(colon + 1)...].trimmingSIPWhitespace()) else {
                 throw .syntax("header value is not UTF-8")
             }
             let name = String(decoding: nameBytes, as: UTF8.self)
@@ -114,6 +114,15 @@ public struct SIPParser: Sendable {
             throw error.with(headers: SIPHeaders(fields))
         }
         return (startLine, SIPHeaders(fields))
+    }
+
+    /// The bytes as a String, nil when they are not UTF-8. Nearly every line of a SIP message
+    /// is ASCII, which is UTF-8 as it stands: checked here with a loop the compiler
+    /// specializes, instead of the standard library's generic validation (which looked up
+    /// type metadata for every header line).
+    private func utf8String(_ bytes: ArraySlice<UInt8>) -> String? {
+        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
+        return String(validating: bytes, as: UTF8.self)
     }
 
     func makeMessage(startLine: String, headers: SIPHeaders, body: [UInt8]) throws(SIPParseError) -> SIPMessage {

@@ -10,6 +10,9 @@ public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible,
     public let rawValue: String
 
     /// Validates and lower-cases `string`; `nil` when it is not a legal room name.
+    /// (Inlinable, like ``UserName/init(_:)``: every listener calls these for every request,
+    /// and the generic version, called across modules, looked up type metadata each time.)
+    @inlinable
     public init?(_ string: some StringProtocol) {
         guard let lowered = foldingASCIIName(string, maxLength: Self.maxLength, allowing: RoomName.isAllowed) else {
             return nil
@@ -19,6 +22,7 @@ public struct RoomName: Hashable, Sendable, Comparable, CustomStringConvertible,
 
     private init(unchecked: String) { self.rawValue = unchecked }
 
+    @usableFromInline
     static func isAllowed(_ byte: UInt8) -> Bool {
         switch byte {
         case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
@@ -111,6 +115,7 @@ public struct UserName: Hashable, Sendable, Comparable, CustomStringConvertible,
     public let rawValue: String
 
     /// Validates and lower-cases `string`; `nil` when it is not a legal user name.
+    @inlinable
     public init?(_ string: some StringProtocol) {
         guard let lowered = foldingASCIIName(string, maxLength: Self.maxLength,
                                              allowing: { $0 != UInt8(ascii: ".") && RoomName.isAllowed($0) })
@@ -158,6 +163,7 @@ public enum EnvelopeKind: String, Sendable, Hashable, Codable, CaseIterable {
 /// once folded (room and user names). Only ASCII is folded: Unicode case mapping would turn
 /// look-alikes into legal names (the Kelvin sign U+212A lower-cases to `k`, so `\u{212A}elvin`
 /// would be `kelvin`).
+@inlinable
 func foldingASCIIName(_ string: some StringProtocol, maxLength: Int, allowing isAllowed: (UInt8) -> Bool) -> String? {
     let utf8 = string.utf8
     guard (1...maxLength).contains(utf8.count) else { return nil }
@@ -170,6 +176,7 @@ func foldingASCIIName(_ string: some StringProtocol, maxLength: Int, allowing is
     return hasUpper ? String(decoding: utf8.map(asciiLowered), as: UTF8.self) : String(string)
 }
 
-private func asciiLowered(_ byte: UInt8) -> UInt8 {
+@inlinable
+func asciiLowered(_ byte: UInt8) -> UInt8 {
     byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") ? byte | 0x20 : byte
 }
