@@ -200,6 +200,9 @@ public enum SIPDigestAlgorithm: String, Hashable, Sendable, CaseIterable {
 
 extension Collection where Element == UInt8 {
     /// Lower-case hexadecimal, as digests and nonces are written, straight into the string.
+    /// Inlinable: the listener calls it on its own collections, which a generic version
+    /// would walk through witness tables byte by byte.
+    @inlinable
     public var hexadecimal: String {
         String(unsafeUninitializedCapacity: count * 2) { out in
             var i = 0
@@ -213,4 +216,5 @@ extension Collection where Element == UInt8 {
     }
 }
 
-private let hexDigits = Array("0123456789abcdef".utf8)
+@usableFromInline
+let hexDigits = Array("0123456789abcdef".utf8)
