@@ -130,7 +130,7 @@ public struct DigestNonces: Sendable {
         guard credentials.realm == realm, stored.digestRealm == realm, algorithms.contains(credentials.algorithm),
               credentials.opaque == nil || credentials.opaque == opaque
         else { return .rejected }
-        let parts = credentials.nonce.split(separator: ".")
+        let parts = Substring(credentials.nonce).splitBytes(UInt8(ascii: "."))
         guard parts.count == 3, let issuedAt = Int64(parts[0], radix: 16), let id = UInt64(parts[1], radix: 16),
               id < issued, parts[2].utf8.count == 16, let tag = UInt64(parts[2], radix: 16)
         else { return .rejected }

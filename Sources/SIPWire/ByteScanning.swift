@@ -14,11 +14,12 @@ extension Substring {
         guard let start = utf8.firstIndex(where: { $0 != 32 && $0 != 9 }),
               let end = utf8.lastIndex(where: { $0 != 32 && $0 != 9 })
         else { return self[endIndex...] }
-        return self[start...end]
+        // A half-open range from the UTF-8 view: `start...end` would step over a Character.
+        return self[start..<utf8.index(after: end)]
     }
 
     /// Splits at every `byte` (empty pieces kept).
-    func splitBytes(_ byte: UInt8) -> [Substring] {
+    package func splitBytes(_ byte: UInt8) -> [Substring] {
         var parts: [Substring] = []
         // Sized once (the count is a cheap pass over bytes about to be scanned anyway).
         parts.reserveCapacity(utf8.reduce(1) { $1 == byte ? $0 + 1 : $0 })

@@ -126,18 +126,24 @@ public struct SIPParser: Sendable {
     }
 
     func makeMessage(startLine: String, headers: SIPHeaders, body: [UInt8]) throws(SIPParseError) -> SIPMessage {
+        // Split at single spaces, as bytes (the grammar is bytes; Character splitting also ran
+        // grapheme breaking over every start line).
+        let line = Substring(startLine)
         if startLine.hasPrefix("SIP/") {
-            let parts = startLine.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-            guard parts.count >= 2, parts[0] == "SIP/2.0" else {
+            // `SIP/2.0 <code> <reason phrase, which may hold spaces>`
+            guard let space = line.byteIndex(of: 32), line[..<space] == "SIP/2.0" else {
                 throw SIPParseError.syntax("bad status line").with(headers: headers)
             }
-            guard parts[1].utf8.count == 3, let status = Int(parts[1]), (100...699).contains(status) else {
+            let rest = line[line.after(space)...]
+            let reasonSpace = rest.byteIndex(of: 32)
+            let code = rest[..<(reasonSpace ?? rest.endIndex)]
+            guard code.utf8.count == 3, let status = Int(code), (100...699).contains(status) else {
                 throw SIPParseError.syntax("bad status code").with(headers: headers)
             }
-            let reason = parts.count == 3 ? String(parts[2]) : ""
+            let reason = reasonSpace.map { String(rest[rest.after($0)...]) } ?? ""
             return .response(SIPResponse(status: status, reason: reason, headers: headers, body: body))
         }
-        let parts = startLine.split(separator: " ", omittingEmptySubsequences: false)
+        let parts = line.splitBytes(32)
         guard parts.count == 3, !parts[0].isEmpty, !parts[1].isEmpty else {
             throw SIPParseError.syntax("request line is not `METHOD URI SIP/2.0`").with(headers: headers)
         }

@@ -102,7 +102,8 @@ import Testing
     @Test func startLines() {
         let bad = ["OPTIONS sip:a@b", "OPTIONS sip:a@b SIP/2.0 extra", "SIP/2.0 20 OK", "SIP/2.0 2000 OK",
                    "SIP/2.0 099 Low", "SIP/2.0 700 High", "SIP/2.0", "SIP/3.0 200 OK", "HTTP/1.1 200 OK",
-                   "INV(ITE sip:a@b SIP/2.0", "OPTIONS a@b SIP/2.0"]
+                   "INV(ITE sip:a@b SIP/2.0", "OPTIONS a@b SIP/2.0", "SIP/2.0  200 OK", "OPTIONS  sip:a@b SIP/2.0",
+                   "SIP/2.0\t200 OK", "SIP/2.0 2\u{301}00 OK"]
         for line in bad {
             #expect(throws: SIPParseError.self, "\(line)") { try SIPParser().parse(datagram: crlf(line + "\nContent-Length: 0\n\n")) }
         }
@@ -111,6 +112,9 @@ import Testing
         #expect(response?.status == 180)
         #expect(response?.reason == "Ringing Now")
         #expect(response?.isProvisional == true)
+        let bare = try? SIPParser().parse(datagram: crlf("SIP/2.0 200\n\n")).response
+        #expect(bare?.status == 200)
+        #expect(bare?.reason == "")
     }
 }
 
