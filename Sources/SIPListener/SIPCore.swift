@@ -389,6 +389,19 @@ final class SIPCore {
         if !entry.transaction.isPending { entry.transaction.compactLastResponse() }
     }
 
+    /// Answers with a digest challenge. Outside INVITE it is sent statelessly and the server
+    /// transaction is forgotten (RFC 3261 §8.2.7, §26.1.5): unauthenticated requests, a
+    /// flood of them included, leave no state behind for Timer J's 32 s, and a
+    /// retransmission of one is simply challenged again. An INVITE keeps its transaction,
+    /// which has sent 100 Trying and waits for the ACK of the 407.
+    func respondChallenge(_ response: SIPResponse, server key: String) {
+        guard let entry = serverTransactions[key] else { return }
+        guard !entry.transaction.isInvite else { return respond(response, server: key) }
+        serverTransactions[key] = nil
+        proxyContexts[key] = nil
+        sendStateless(response, to: entry.peer)
+    }
+
     func sendStateless(_ response: SIPResponse, to peer: SIPPeer) {
         output?.send(response.serialize(), to: peer)
     }
@@ -568,7 +581,7 @@ final class SIPCore {
             var r = core.response(to: request, status: challengeStatus)
             let name = challengeStatus == 401 ? "WWW-Authenticate" : "Proxy-Authenticate"
             for value in core.nonces.challenges(now: core.clock(), stale: stale) { r.headers.add(name, value) }
-            core.respond(r, server: key)
+            core.respondChallenge(r, server: key)
         }
         // Of several credentials (one per realm), ours; else the first, which must parse.
         let values = request.headers.all(header)

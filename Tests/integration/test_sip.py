@@ -534,14 +534,16 @@ def test_udp_retransmissions_are_absorbed(sserver, made, tmp_path):
     r3 = c.expect_response(call_id, cseq)
     assert r2.status == r1.status == r3.status and r1.tag("to") == r2.tag("to") == r3.tag("to"), (r1, r2, r3)
     assert r1.raw == r2.raw == r3.raw, "a retransmission was not answered with the same bytes"
-    # A challenged REGISTER sent again gets the same 401, nonce and all, not a new challenge.
+    # Challenges are sent statelessly (RFC 3261 §8.2.7): a challenged REGISTER sent again is
+    # challenged afresh, with a nonce of its own, rather than answered from a kept transaction.
     reg, _, reg_cseq = c.build("REGISTER", f"sip:{DOMAIN}", call_id="rtx-" + unique("r"))
     reg_call_id = re.search(rb"Call-ID: (\S+)", reg).group(1).decode()
     c.send_raw(reg)
     first = c.expect_response(reg_call_id, reg_cseq)
     c.send_raw(reg)
     again = c.expect_response(reg_call_id, reg_cseq)
-    assert first.status == 401 and first.raw == again.raw, (first, again)
+    assert first.status == again.status == 401, (first, again)
+    assert challenges(first)[0]["nonce"] != challenges(again)[0]["nonce"], (first, again)
     # sipp's copies too
     text2 = unique("sipp-once")
     s = sipp(sserver, made, tmp_path, "retransmit.xml", rows=[row("alice", "lobby", body=text2)])
@@ -575,6 +577,26 @@ def test_transaction_table_is_capped_with_503(make_server, made):
     assert "too many transactions" in (statuses[-1].header("warning") or ""), statuses[-1]
     c.send_raw(first)                                  # absorbed by its completed transaction
     assert c.expect_response(None, 1).status == 200
+
+
+def test_challenges_keep_no_transaction(make_server, made):
+    """Unauthenticated requests are challenged statelessly (RFC 3261 §8.2.7, §26.1.5): a flood
+    of them cannot fill the transaction table, so with room for 16 open transactions, 40
+    unauthenticated REGISTERs and MESSAGEs all get their 401/407 (none a 503), and a user
+    who then authenticates is served."""
+    server = make_server(sip={"enabled": True, "max_transactions": 16})
+    stranger = ua(server, made, "alice")
+    statuses = []
+    for i in range(40):
+        if i % 2:
+            data, _, cseq = stranger.build("MESSAGE", f"sip:lobby@{CONF}", to=f"sip:lobby@{CONF}",
+                                           body="hi", content_type="text/plain")
+        else:
+            data, _, cseq = stranger.build("REGISTER", f"sip:{DOMAIN}")
+        stranger.send_raw(data)
+        statuses.append(stranger.expect_response(None, cseq).status)
+    assert statuses == [401, 407] * 20, statuses
+    registered(ua(server, made, "bob"))
 
 
 def test_options_and_unsupported_method(sserver, made):
