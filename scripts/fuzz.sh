@@ -15,7 +15,8 @@ cd "$(dirname "$0")/.."
 SECONDS_PER_TARGET="${FUZZ_SECONDS:-60}"
 ROOT="$PWD"
 OUT="$ROOT/.build/fuzz"
-FLAGS=(-parse-as-library -O -sanitize=fuzzer,address)
+# -package-name: the modules share `package` declarations, as they do in the SwiftPM build.
+FLAGS=(-parse-as-library -O -sanitize=fuzzer,address -package-name switchboard)
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(xml sip line)
 
