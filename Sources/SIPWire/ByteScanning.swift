@@ -54,6 +54,12 @@ extension String {
     @inline(__always) func after(_ index: Index) -> Index { utf8.index(after: index) }
 }
 
+/// Whether two byte strings are equal ignoring ASCII case: the one comparison behind SIP's
+/// case-insensitive header names, parameter names and digest fields.
+func equalIgnoringASCIICase(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
+    a.count == b.count && zip(a, b).allSatisfy { $0.asciiLowercased == $1.asciiLowercased }
+}
+
 /// ASCII case folding, byte by byte: SIP's names, schemes, hosts and parameters compare
 /// without case, and everything that folds them goes through these two.
 extension UInt8 {

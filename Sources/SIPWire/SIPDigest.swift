@@ -40,7 +40,7 @@ public struct SIPDigestCredentials: Hashable, Sendable {
             } else {
                 value = String(decoding: raw, as: UTF8.self)
             }
-            if let slot = Self.knownParameters.firstIndex(where: { Self.equalIgnoringCase(name, $0) }) {
+            if let slot = Self.knownParameters.firstIndex(where: { equalIgnoringASCIICase(name, $0) }) {
                 guard fields[slot] == nil else {
                     throw SIPParseError(code: "bad_authorization",
                                         message: "repeated digest parameter \(Self.parameterNames[slot])", status: 400)
@@ -77,12 +77,6 @@ public struct SIPDigestCredentials: Hashable, Sendable {
     private static let parameterNames = ["username", "realm", "nonce", "uri", "response", "algorithm", "qop", "nc",
                                          "cnonce", "opaque"]
     private static let knownParameters = parameterNames.map { Array($0.utf8) }
-
-    /// `name` equals the lower-case `known` ignoring ASCII case (compared in place: a copy
-    /// per parameter was most of a parse's allocations).
-    private static func equalIgnoringCase(_ name: ArraySlice<UInt8>, _ known: [UInt8]) -> Bool {
-        name.count == known.count && zip(name, known).allSatisfy { $0.asciiLowercased == $1 }
-    }
 
     /// The inside of a quoted string with `\x` turned into `x`.
     private static func unescaped(_ bytes: ArraySlice<UInt8>) -> String {

@@ -202,8 +202,7 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 extension String {
     func caseInsensitiveEquals(_ other: String) -> Bool {
         guard utf8.count == other.utf8.count else { return false }
-        if self == other { return true }
-        return zip(utf8, other.utf8).allSatisfy { $0.asciiLowercased == $1.asciiLowercased }
+        return self == other || equalIgnoringASCIICase(utf8, other.utf8)
     }
 
     /// Without leading and trailing spaces and tabs (SIP's LWS once unfolded).

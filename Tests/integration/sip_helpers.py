@@ -67,9 +67,8 @@ def tcp_port_free(port: int) -> bool:
 
 
 def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A UDP port for a peer's media socket, picked like every other port (swb.free_port)."""
+    return free_port(udp=True)
 
 
 # --------------------------------------------------------------------------------------------
