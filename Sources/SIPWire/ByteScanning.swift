@@ -57,7 +57,16 @@ extension String {
 /// Whether two byte strings are equal ignoring ASCII case: the one comparison behind SIP's
 /// case-insensitive header names, parameter names and digest fields.
 func equalIgnoringASCIICase(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
-    a.count == b.count && zip(a, b).allSatisfy { $0.asciiLowercased == $1.asciiLowercased }
+    guard a.count == b.count else { return false }
+    // Two indices rather than `zip`, whose iterators hold (retain) both collections.
+    var i = a.startIndex, j = b.startIndex
+    while i != a.endIndex {
+        let x = a[i], y = b[j]
+        if x != y, x.asciiLowercased != y.asciiLowercased { return false }
+        a.formIndex(after: &i)
+        b.formIndex(after: &j)
+    }
+    return true
 }
 
 /// ASCII case folding, byte by byte: SIP's names, schemes, hosts and parameters compare

@@ -30,18 +30,23 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
     /// The first value of `name`, whole (not split at commas).
     public subscript(name: String) -> String? {
         let key = SIPHeaders.lookupName(name)
-        return fields.first { $0.name.caseInsensitiveEquals(key) }?.value
+        // By index: a `for field in fields` loop copies (retains) each field it looks at.
+        for i in fields.indices where fields[i].name.caseInsensitiveEquals(key) { return fields[i].value }
+        return nil
     }
 
     /// Every field value of `name`, whole.
     public func all(_ name: String) -> [String] {
         let key = SIPHeaders.lookupName(name)
-        return fields.filter { $0.name.caseInsensitiveEquals(key) }.map(\.value)
+        var out: [String] = []
+        for i in fields.indices where fields[i].name.caseInsensitiveEquals(key) { out.append(fields[i].value) }
+        return out
     }
 
     /// Stored names are canonical and compared without case, so only compact forms need mapping.
-    static func lookupName(_ name: String) -> String {
-        name.utf8.count == 1 ? canonicalName(name) : name
+    @inline(__always) static func lookupName(_ name: String) -> String {
+        guard name.utf8.count == 1, let long = compactForm(name.utf8.first!) else { return name }
+        return long
     }
 
     /// Every value of a list header, split at commas outside quotes and angle brackets.
@@ -49,8 +54,8 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
         let key = SIPHeaders.lookupName(name)
         var out: [String] = []
         // Appended in place: no array per field, none to flatten.
-        for field in fields where field.name.caseInsensitiveEquals(key) {
-            SIPHeaders.splitList(field.value, into: &out)
+        for i in fields.indices where fields[i].name.caseInsensitiveEquals(key) {
+            SIPHeaders.splitList(fields[i].value, into: &out)
         }
         return out
     }
@@ -61,7 +66,7 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
     public func count(of name: String) -> Int {
         let key = SIPHeaders.lookupName(name)
         var n = 0
-        for field in fields where field.name.caseInsensitiveEquals(key) { n += 1 }
+        for i in fields.indices where fields[i].name.caseInsensitiveEquals(key) { n += 1 }
         return n
     }
 
@@ -116,36 +121,112 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
 
     // MARK: Names
 
-    /// RFC 3261 §7.3.3 compact forms (and a few from later RFCs).
-    static let compactForms: [String: String] = [
-        "i": "Call-ID", "m": "Contact", "e": "Content-Encoding", "l": "Content-Length",
-        "c": "Content-Type", "f": "From", "s": "Subject", "k": "Supported", "t": "To", "v": "Via",
-        "r": "Refer-To", "o": "Event", "u": "Allow-Events", "x": "Session-Expires",
-    ]
-
-    static let wellKnown: [String: String] = {
-        let names = [
-            "Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Authentication-Info",
-            "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition", "Content-Encoding",
-            "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info", "Expires",
-            "From", "In-Reply-To", "Max-Forwards", "MIME-Version", "Min-Expires", "Organization", "Priority",
-            "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "Record-Route", "Reply-To",
-            "Require", "Retry-After", "Route", "Server", "Subject", "Supported", "Timestamp", "To",
-            "Unsupported", "User-Agent", "Via", "Warning", "WWW-Authenticate", "Event", "Allow-Events",
-            "Refer-To", "Session-Expires", "Path",
-        ]
-        return Dictionary(uniqueKeysWithValues: names.map { ($0.lowercased(), $0) })
-    }()
+    /// RFC 3261 §7.3.3 compact forms (and a few from later RFCs), by their lower-case letter.
+    static func compactForm(_ letter: UInt8) -> String? {
+        switch letter.asciiLowercased {
+        case UInt8(ascii: "i"): "Call-ID"
+        case UInt8(ascii: "m"): "Contact"
+        case UInt8(ascii: "e"): "Content-Encoding"
+        case UInt8(ascii: "l"): "Content-Length"
+        case UInt8(ascii: "c"): "Content-Type"
+        case UInt8(ascii: "f"): "From"
+        case UInt8(ascii: "s"): "Subject"
+        case UInt8(ascii: "k"): "Supported"
+        case UInt8(ascii: "t"): "To"
+        case UInt8(ascii: "v"): "Via"
+        case UInt8(ascii: "r"): "Refer-To"
+        case UInt8(ascii: "o"): "Event"
+        case UInt8(ascii: "u"): "Allow-Events"
+        case UInt8(ascii: "x"): "Session-Expires"
+        default: nil
+        }
+    }
 
     /// The canonical spelling: compact forms expanded, well-known names in their RFC case.
     public static func canonicalName(_ name: String) -> String {
-        if name.utf8.count == 1, let long = compactForms[name.lowercased()] { return long }
-        if canonicalNames.contains(name) { return name }
-        return wellKnown[name.lowercased()] ?? name
+        canonicalName(utf8: name.utf8) ?? name
     }
 
-    /// The well-known names as RFC 3261 spells them (most messages use exactly these).
-    static let canonicalNames = Set(wellKnown.values)
+    /// ``canonicalName(_:)`` of a name still in the bytes it was read from.
+    static func canonicalName(_ bytes: ArraySlice<UInt8>) -> String {
+        canonicalName(utf8: bytes) ?? String(decoding: bytes, as: UTF8.self)
+    }
+
+    /// The canonical spelling of a compact form or a well-known name (RFC 3261 and a few
+    /// later RFCs); nil for any other name. A switch over literals: no String is made, no
+    /// table is hashed or retained for the name of each header line.
+    static func canonicalName(utf8 name: some Collection<UInt8>) -> String? {
+        @inline(__always) func equal(_ lower: StaticString) -> Bool {
+            lower.withUTF8Buffer { equalIgnoringASCIICase($0, name) }
+        }
+        switch name.count {
+        case 1: return compactForm(name.first!)
+        case 2: if equal("to") { return "To" }
+        case 3: if equal("via") { return "Via" }
+        case 4:
+            if equal("from") { return "From" }
+            if equal("cseq") { return "CSeq" }
+            if equal("date") { return "Date" }
+            if equal("path") { return "Path" }
+        case 5:
+            if equal("route") { return "Route" }
+            if equal("allow") { return "Allow" }
+            if equal("event") { return "Event" }
+        case 6:
+            if equal("accept") { return "Accept" }
+            if equal("server") { return "Server" }
+        case 7:
+            if equal("call-id") { return "Call-ID" }
+            if equal("contact") { return "Contact" }
+            if equal("expires") { return "Expires" }
+            if equal("require") { return "Require" }
+            if equal("subject") { return "Subject" }
+            if equal("warning") { return "Warning" }
+        case 8:
+            if equal("priority") { return "Priority" }
+            if equal("refer-to") { return "Refer-To" }
+            if equal("reply-to") { return "Reply-To" }
+        case 9:
+            if equal("call-info") { return "Call-Info" }
+            if equal("supported") { return "Supported" }
+            if equal("timestamp") { return "Timestamp" }
+        case 10:
+            if equal("user-agent") { return "User-Agent" }
+            if equal("alert-info") { return "Alert-Info" }
+            if equal("error-info") { return "Error-Info" }
+        case 11:
+            if equal("in-reply-to") { return "In-Reply-To" }
+            if equal("min-expires") { return "Min-Expires" }
+            if equal("retry-after") { return "Retry-After" }
+            if equal("unsupported") { return "Unsupported" }
+        case 12:
+            if equal("max-forwards") { return "Max-Forwards" }
+            if equal("content-type") { return "Content-Type" }
+            if equal("record-route") { return "Record-Route" }
+            if equal("allow-events") { return "Allow-Events" }
+            if equal("mime-version") { return "MIME-Version" }
+            if equal("organization") { return "Organization" }
+        case 13:
+            if equal("authorization") { return "Authorization" }
+            if equal("proxy-require") { return "Proxy-Require" }
+        case 14: if equal("content-length") { return "Content-Length" }
+        case 15:
+            if equal("accept-encoding") { return "Accept-Encoding" }
+            if equal("accept-language") { return "Accept-Language" }
+            if equal("session-expires") { return "Session-Expires" }
+        case 16:
+            if equal("content-encoding") { return "Content-Encoding" }
+            if equal("content-language") { return "Content-Language" }
+            if equal("www-authenticate") { return "WWW-Authenticate" }
+        case 18: if equal("proxy-authenticate") { return "Proxy-Authenticate" }
+        case 19:
+            if equal("proxy-authorization") { return "Proxy-Authorization" }
+            if equal("authentication-info") { return "Authentication-Info" }
+            if equal("content-disposition") { return "Content-Disposition" }
+        default: break
+        }
+        return nil
+    }
 
     /// Splits a list header value at commas that are outside quoted strings and `<…>`.
     public static func splitList(_ value: String) -> [String] {

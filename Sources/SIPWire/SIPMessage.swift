@@ -207,6 +207,35 @@ extension SIPHeaderCarrying {
 }
 
 extension SIPHeaders {
+    /// To, From, Call-ID and CSeq exactly once; Max-Forwards, Expires and Content-Type at most
+    /// once. One pass over the fields, whatever their number.
+    func checkOccurrences() throws(SIPParseError) {
+        var seen = (0, 0, 0, 0, 0, 0, 0)
+        for i in fields.indices {
+            // Compared in place (a local copy of the name would be retained and released).
+            switch fields[i].name.utf8.count {
+            case 2 where fields[i].name.caseInsensitiveEquals("To"): seen.0 += 1
+            case 4 where fields[i].name.caseInsensitiveEquals("From"): seen.1 += 1
+            case 7 where fields[i].name.caseInsensitiveEquals("Call-ID"): seen.2 += 1
+            case 4 where fields[i].name.caseInsensitiveEquals("CSeq"): seen.3 += 1
+            case 12 where fields[i].name.caseInsensitiveEquals("Max-Forwards"): seen.4 += 1
+            case 7 where fields[i].name.caseInsensitiveEquals("Expires"): seen.5 += 1
+            case 12 where fields[i].name.caseInsensitiveEquals("Content-Type"): seen.6 += 1
+            default: break
+            }
+        }
+        guard seen.0 == 1, seen.1 == 1, seen.2 == 1, seen.3 == 1, seen.4 <= 1, seen.5 <= 1, seen.6 <= 1 else {
+            // Which one, in the order RFC 3261 §8.1.1 lists them.
+            for (name, n) in [("To", seen.0), ("From", seen.1), ("Call-ID", seen.2), ("CSeq", seen.3)] where n != 1 {
+                throw n == 0 ? .missingHeader(name) : .syntax("more than one \(name) header")
+            }
+            for (name, n) in [("Max-Forwards", seen.4), ("Expires", seen.5), ("Content-Type", seen.6)] where n > 1 {
+                throw .syntax("more than one \(name) header")
+            }
+            return
+        }
+    }
+
     func parsedCSeq() throws(SIPParseError) -> SIPCSeq {
         guard let value = self["CSeq"] else { throw .missingHeader("CSeq") }
         return try SIPCSeq(parsing: value)
@@ -261,13 +290,14 @@ extension SIPRequest {
     /// To, From, Call-ID, CSeq (same method as the request line, number below 2^31), a parsable
     /// top Via, a sane Max-Forwards. Keeps what it parsed for those accessors.
     public mutating func validate() throws(SIPParseError) {
-        for name in ["To", "From", "Call-ID", "CSeq"] where headers.count(of: name) != 1 {
-            throw headers.count(of: name) == 0 ? .missingHeader(name) : .syntax("more than one \(name) header")
+        try headers.checkOccurrences()
+        // Every Via must parse; the top one is kept.
+        var topVia: SIPVia?
+        for value in headers.values("Via") {
+            let via = try SIPVia(parsing: value)
+            if topVia == nil { topVia = via }
         }
-        for name in ["Max-Forwards", "Expires", "Content-Type"] where headers.count(of: name) > 1 {
-            throw .syntax("more than one \(name) header")
-        }
-        guard let topVia = try vias().first else { throw .missingHeader("Via") }
+        guard let topVia else { throw .missingHeader("Via") }
         let from = try headers.parsedAddress("From")
         let to = try headers.parsedAddress("To")
         guard let callID = headers["Call-ID"] else { throw .missingHeader("Call-ID") }
@@ -324,12 +354,14 @@ enum SIPSerializer {
     }
 
     static func writeHeaders(_ headers: SIPHeaders, bodyCount: Int, into out: inout [UInt8]) {
-        for field in headers where !field.name.caseInsensitiveEquals("Content-Length") {
+        // By index: iterating the fields would copy (retain) each one.
+        let fields = headers.fields
+        for i in fields.indices where !fields[i].name.caseInsensitiveEquals("Content-Length") {
             // Only token characters in a name: nothing can end the line early.
-            appendFiltered(field.name.utf8, into: &out, keeping: isTokenByte)
+            appendFiltered(fields[i].name.utf8, into: &out, keeping: isTokenByte)
             out.append(contentsOf: ": ".utf8)
             // A value never carries CR or LF onto the wire.
-            appendFiltered(field.value.utf8, into: &out) { $0 != 13 && $0 != 10 }
+            appendFiltered(fields[i].value.utf8, into: &out) { $0 != 13 && $0 != 10 }
             out.append(contentsOf: "\r\n".utf8)
         }
         out.append(contentsOf: "Content-Length: \(bodyCount)\r\n\r\n".utf8)

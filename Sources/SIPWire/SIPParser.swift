@@ -42,7 +42,8 @@ public struct SIPParser: Sendable {
     /// Start line and header fields of a head (without the blank line).
     func parseHead(_ head: ArraySlice<UInt8>) throws(SIPParseError) -> (String, SIPHeaders) {
         // Sized once: grown from empty, the two arrays below were five reallocations a message.
-        var lines: [ArraySlice<UInt8>] = []
+        // Line bounds rather than slices: a slice holds a reference to the datagram.
+        var lines: [Range<Int>] = []
         lines.reserveCapacity(24)
         var lineStart = head.startIndex
         var index = head.startIndex
@@ -50,7 +51,7 @@ public struct SIPParser: Sendable {
             if head[index] == 10 {
                 var lineEnd = index
                 if lineEnd > lineStart, head[lineEnd - 1] == 13 { lineEnd -= 1 }
-                lines.append(head[lineStart..<lineEnd])
+                lines.append(lineStart..<lineEnd)
                 lineStart = index + 1
             }
             index += 1
@@ -58,9 +59,10 @@ public struct SIPParser: Sendable {
         if lineStart < head.endIndex {
             var lineEnd = head.endIndex
             if head[lineEnd - 1] == 13 { lineEnd -= 1 }
-            lines.append(head[lineStart..<lineEnd])
+            lines.append(lineStart..<lineEnd)
         }
-        guard let first = lines.first, !first.isEmpty else { throw .syntax("missing start line") }
+        guard let firstLine = lines.first, !firstLine.isEmpty else { throw .syntax("missing start line") }
+        let first = head[firstLine]
         guard first.count <= limits.maxLineBytes else { throw .tooLarge("start line too long") }
         guard let startLine = utf8String(first) else { throw .syntax("start line is not UTF-8") }
 
@@ -82,8 +84,7 @@ public struct SIPParser: Sendable {
             guard let value = utf8String(bytes[(colon + 1)...].trimmingSIPWhitespace()) else {
                 throw .syntax("header value is not UTF-8")
             }
-            let name = String(decoding: nameBytes, as: UTF8.self)
-            fields.append(SIPHeaders.Field(name: SIPHeaders.canonicalName(name), value: value))
+            fields.append(SIPHeaders.Field(name: SIPHeaders.canonicalName(nameBytes), value: value))
         }
         func flush() throws(SIPParseError) {
             if let folded { try addField(folded[...]) } else if let pending { try addField(pending) }
@@ -93,7 +94,8 @@ public struct SIPParser: Sendable {
         // An error in a header line keeps the fields read before it, so that a server can still
         // answer (400, 413) a request whose Via, From, To, Call-ID and CSeq came first.
         do throws(SIPParseError) {
-            for line in lines.dropFirst() {
+            for bounds in lines.dropFirst() {
+                let line = head[bounds]
                 guard line.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
                 if let firstByte = line.first, firstByte.isSIPWhitespace {
                     // A continuation line: folded into the previous field with one space.

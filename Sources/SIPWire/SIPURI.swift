@@ -44,11 +44,13 @@ extension Array where Element == SIPParameter {
         let text = text.trimmedSWS
         guard !text.isEmpty else { return [] }
         guard text.firstByte == UInt8(ascii: ";") else { throw .syntax("parameters must start with ;") }
-        let pieces = text[text.after(text.startIndex)...].splitBytes(UInt8(ascii: ";"))
+        var rest = text[text.after(text.startIndex)...]
         var out: [SIPParameter] = []
-        out.reserveCapacity(pieces.count)
-        for piece in pieces {
-            let trimmed = piece.trimmedSWS
+        out.reserveCapacity(rest.utf8.reduce(1) { $1 == UInt8(ascii: ";") ? $0 + 1 : $0 })
+        // Piece by piece, without an array of the pieces first.
+        while true {
+            let end = rest.byteIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
+            let trimmed = rest[..<end].trimmedSWS
             guard !trimmed.isEmpty else { throw .syntax("empty parameter") }
             var nameText = trimmed, valueText: Substring?
             if let eq = trimmed.byteIndex(of: UInt8(ascii: "=")) {
@@ -61,8 +63,9 @@ extension Array where Element == SIPParameter {
             } else {
                 out.append(SIPParameter(String(nameText), valueText.map(String.init)))
             }
+            if end == rest.endIndex { return out }
+            rest = rest[rest.after(end)...]
         }
-        return out
     }
 }
 
