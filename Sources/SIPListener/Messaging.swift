@@ -134,7 +134,7 @@ extension SIPCore {
     private func acceptMessage(
         _ request: SIPRequest, key: String, from peer: SIPPeer, then body: @escaping (SIPCore, UserName, String) -> Void
     ) {
-        guard extensionsSupported(request, key: key, headers: ["Require"]) else { return }
+        guard extensionsSupported(request, key: key, header: "Require") else { return }
         guard let from = try? request.from(), let name = from.uri.user, isOurDomain(from.uri.host),
               let sender = UserName(name), sender.rawValue == name
         else {

@@ -60,8 +60,10 @@ extension SIPCore {
             respond(response(to: request, status: 482), server: key)
             return
         }
-        if request.method == .invite {
-            // 100 Trying at once, so the caller stops retransmitting (RFC 3261 §16.2).
+        if request.method == .invite, serverTransactions[key]?.transaction.lastResponse == nil {
+            // 100 Trying at once, so the caller stops retransmitting (RFC 3261 §16.2); once
+            // only, as an INVITE handled again after its caller's credentials were loaded
+            // comes back here.
             respond(response(to: request, status: 100), server: key)
         }
         guard let caller = (try? request.from()).flatMap({ from in

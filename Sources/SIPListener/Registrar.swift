@@ -44,7 +44,7 @@ final class Binding {
 /// SQLite in groups before the 200 goes out, so a restart keeps them.
 extension SIPCore {
     func handleRegister(_ request: SIPRequest, key: String, from peer: SIPPeer) {
-        guard extensionsSupported(request, key: key, headers: ["Require"]) else { return }
+        guard extensionsSupported(request, key: key, header: "Require") else { return }
         guard let to = try? request.to(), let userText = to.uri.user, isOurDomain(to.uri.host) || isOurAddress(to.uri),
               let user = UserName(userText), user.rawValue == userText
         else {

@@ -134,8 +134,8 @@ final class SIPCore {
 
     /// One message from the network. With `flush` false the caller flushes the output
     /// itself, once per burst of reads, so that UDP replies go out in one `sendmmsg`.
-    func receive(_ message: SIPMessage, from peer: SIPPeer, flush: Bool = true) {
-        switch message {
+    func receive(_ message: consuming SIPMessage, from peer: SIPPeer, flush: Bool = true) {
+        switch consume message {
         case .request(let request): receiveRequest(request, from: peer)
         case .response(let response): receiveResponse(response, from: peer)
         }
@@ -191,7 +191,7 @@ final class SIPCore {
 
     private static let tagNeedle = Array(";tag=".utf8)
 
-    func receiveRequest(_ request: SIPRequest, from peer: SIPPeer) {
+    func receiveRequest(_ request: consuming SIPRequest, from peer: SIPPeer) {
         guard withinRate(peer) else {
             SwitchboardMetrics.reject(.sip, reason: .rateLimited)
             if request.method != .ack, (try? request.topVia()) != nil {
@@ -201,7 +201,7 @@ final class SIPCore {
             }
             return
         }
-        var request = request
+        // Consumed, so validating it in place copies nothing.
         do {
             try request.validate()
         } catch {
@@ -246,7 +246,7 @@ final class SIPCore {
             return
         }
         let transaction = ServerTransaction(method: request.method, reliable: peer.isReliable, timers: settings.timers)
-        serverTransactions[key] = ServerEntry(transaction: transaction, peer: peer, request: request)
+        serverTransactions[key] = ServerEntry(transaction: transaction, peer: peer, request: copy request)
         route(request, key: key, from: peer)
     }
 
@@ -261,7 +261,7 @@ final class SIPCore {
     /// Decides who handles a new request.
     func route(_ request: SIPRequest, key: String, from peer: SIPPeer) {
         // A proxy checks Proxy-Require; Require is for the UAS (checked where we are one).
-        guard extensionsSupported(request, key: key, headers: ["Proxy-Require"]) else { return }
+        guard extensionsSupported(request, key: key, header: "Proxy-Require") else { return }
         guard request.uri.isSIP else {
             respond(response(to: request, status: 416), server: key)
             return
@@ -274,14 +274,21 @@ final class SIPCore {
             return
         }
         // RFC 3261 §16.4: a top Route naming us is removed; another Route is the next hop.
-        var request = request
+        // (The request is copied only then: most requests carry no Route.)
         var routes = (try? request.routes()) ?? []
-        var looseRoutedToUs = false
         if let top = routes.first, isOurRoute(top.uri) {
-            request.headers.removeFirstValue("Route")
+            var stripped = request
+            stripped.headers.removeFirstValue("Route")
             routes.removeFirst()
-            looseRoutedToUs = true
+            dispatch(stripped, routes: routes, looseRoutedToUs: true, key: key, from: peer)
+        } else {
+            dispatch(request, routes: routes, looseRoutedToUs: false, key: key, from: peer)
         }
+    }
+
+    /// ``route(_:key:from:)`` once a Route naming us is gone: relayed in a dialog, refused, or
+    /// handled here (rooms, the server itself, the registrar, direct messages, the proxy).
+    private func dispatch(_ request: SIPRequest, routes: [SIPAddress], looseRoutedToUs: Bool, key: String, from peer: SIPPeer) {
         if !routes.isEmpty || (request.uri.host != settings.domain && request.uri.host != settings.conferenceDomain
                                 && !isOurAddress(request.uri)) {
             // Not for us: only requests inside a dialog we record-routed go on, and only between
@@ -315,10 +322,12 @@ final class SIPCore {
     /// Option tags we implement (none beyond RFC 3261 and RFC 3428).
     static let supportedExtensions: Set<String> = []
 
-    /// Answers 420 Bad Extension (with Unsupported) when `headers` name an option tag we lack.
-    func extensionsSupported(_ request: SIPRequest, key: String, headers: [String]) -> Bool {
-        let unsupported = headers.flatMap { request.headers.values($0) }
-            .filter { !Self.supportedExtensions.contains($0.lowercased()) }
+    /// Answers 420 Bad Extension (with Unsupported) when `header` (Require or Proxy-Require)
+    /// names an option tag we lack.
+    func extensionsSupported(_ request: SIPRequest, key: String, header: String) -> Bool {
+        // Nearly every request has neither header: nothing to split or filter then.
+        guard request.headers.contains(header) else { return true }
+        let unsupported = request.headers.values(header).filter { !Self.supportedExtensions.contains($0.lowercased()) }
         guard !unsupported.isEmpty else { return true }
         var r = response(to: request, status: 420)
         r.headers.add("Unsupported", unsupported.joined(separator: ", "))
@@ -329,7 +338,7 @@ final class SIPCore {
 
     /// Requests addressed to the server itself (`sip:<domain>`).
     func handleServerRequest(_ request: SIPRequest, key: String, from peer: SIPPeer) {
-        guard extensionsSupported(request, key: key, headers: ["Require"]) else { return }
+        guard extensionsSupported(request, key: key, header: "Require") else { return }
         switch request.method {
         case .register:
             handleRegister(request, key: key, from: peer)
@@ -364,7 +373,8 @@ final class SIPCore {
     func response(to request: SIPRequest, status: Int, reason: String? = nil, warning: String? = nil) -> SIPResponse {
         var r = SIPResponse(status: status, reason: reason)
         r.headers.reserveCapacity(10)
-        for field in request.headers where field.name == "Via" { r.headers.add("Via", field.value) }
+        let fields = request.headers.fields
+        for i in fields.indices where fields[i].name == "Via" { r.headers.add("Via", fields[i].value) }
         if let from = request.headers["From"] { r.headers.add("From", from) }
         if let to = request.headers["To"] { r.headers.add("To", status == 100 ? to : addTag(to)) }
         if let callID = request.callID { r.headers.add("Call-ID", callID) }
@@ -546,11 +556,16 @@ final class SIPCore {
 
     // MARK: Credentials
 
+    /// The user's credentials when the cache has them fresh (the inner nil: no such user).
+    func cachedCredentials(of user: UserName) -> StoredCredentials?? {
+        guard let cached = credentialCache[user], clock() - cached.fetchedAt < 30_000 else { return nil }
+        return .some(cached.credentials)
+    }
+
     /// The stored credentials of `user` (cached for a short while), delivered on the loop.
     func withCredentials(of user: UserName, _ body: @escaping (StoredCredentials?) -> Void) {
-        let now = clock()
-        if let cached = credentialCache[user], now - cached.fetchedAt < 30_000 {
-            body(cached.credentials)
+        if let cached = cachedCredentials(of: user) {
+            body(cached)
             return
         }
         if credentialWaiters[user] != nil {
@@ -575,17 +590,13 @@ final class SIPCore {
     /// transaction with a challenge (401/407) and calls nothing.
     func authenticate(
         _ request: SIPRequest, key: String, header: String, challengeStatus: Int, as expected: UserName?,
-        done: @escaping (UserName) -> Void
+        done: (UserName) -> Void
     ) {
-        let challenge = { (core: SIPCore, stale: Bool) in
-            var r = core.response(to: request, status: challengeStatus)
-            let name = challengeStatus == 401 ? "WWW-Authenticate" : "Proxy-Authenticate"
-            for value in core.nonces.challenges(now: core.clock(), stale: stale) { r.headers.add(name, value) }
-            core.respondChallenge(r, server: key)
-        }
         // Of several credentials (one per realm), ours; else the first, which must parse.
         let values = request.headers.all(header)
-        guard !values.isEmpty else { return challenge(self, false) }
+        guard !values.isEmpty else {
+            return challenge(request, key: key, status: challengeStatus, stale: false)
+        }
         let offered = values.map { try? SIPDigestCredentials(parsing: $0) }
         guard let credentials = offered.first(where: { $0?.realm == settings.domain }) ?? offered[0],
               let user = UserName(credentials.username), user.rawValue == credentials.username
@@ -603,16 +614,44 @@ final class SIPCore {
             respond(response(to: request, status: 400, warning: "the digest uri does not match the Request-URI"), server: key)
             return
         }
-        withCredentials(of: user) { stored in
-            guard let stored else { return challenge(self, false) }
-            switch self.nonces.verify(credentials, method: request.method.rawValue, stored: stored, now: self.clock()) {
-            case .ok: done(user)
-            case .stale: challenge(self, true)
-            case .rejected:
-                SwitchboardMetrics.reject(.sip, reason: .authFailed)
-                challenge(self, false)
+        // Checked at once when the user's credentials are cached (nearly always), so `done`
+        // need not escape and no closure holds a copy of the request. Otherwise they are
+        // loaded and the request is handled again from the start, as it waits in its
+        // transaction; if they could not be loaded, it is challenged.
+        if let stored = cachedCredentials(of: user) {
+            return check(credentials, of: user, against: stored, request: request, key: key, status: challengeStatus, done: done)
+        }
+        withCredentials(of: user) { _ in
+            guard let entry = self.serverTransactions[key], entry.transaction.isPending else { return }
+            if self.cachedCredentials(of: user) != nil {
+                self.route(entry.request, key: key, from: entry.peer)
+            } else {
+                self.challenge(entry.request, key: key, status: challengeStatus, stale: false)
             }
         }
+    }
+
+    private func check(
+        _ credentials: SIPDigestCredentials, of user: UserName, against stored: StoredCredentials?, request: SIPRequest,
+        key: String, status: Int, done: (UserName) -> Void
+    ) {
+        guard let stored else { return challenge(request, key: key, status: status, stale: false) }
+        switch nonces.verify(credentials, method: request.method.rawValue, stored: stored, now: clock()) {
+        case .ok: done(user)
+        case .stale: challenge(request, key: key, status: status, stale: true)
+        case .rejected:
+            SwitchboardMetrics.reject(.sip, reason: .authFailed)
+            challenge(request, key: key, status: status, stale: false)
+        }
+    }
+
+    /// Answers `request` with a 401 or 407 carrying fresh nonces (`stale=true` when the
+    /// answer's nonce had expired but was otherwise right).
+    private func challenge(_ request: SIPRequest, key: String, status: Int, stale: Bool) {
+        var r = response(to: request, status: status)
+        let name = status == 401 ? "WWW-Authenticate" : "Proxy-Authenticate"
+        for value in nonces.challenges(now: clock(), stale: stale) { r.headers.add(name, value) }
+        respondChallenge(r, server: key)
     }
 
     /// True when a digest `uri` names the Request-URI: the same text, or the same SIP URI

@@ -414,6 +414,29 @@ def test_unregistered_source_gets_407_and_proxy_authorization_works(sserver, mad
     assert r.status in (200, 202), r
 
 
+def test_invite_whose_caller_credentials_are_loaded_first_is_tried_once_and_forwarded(sserver, made):
+    """alice's credentials are not cached yet when her authenticated INVITE comes (a fresh
+    server, and her first INVITE was challenged without them): the INVITE waits in its
+    transaction while they load, is handled again, and still gets exactly one 100 Trying
+    before it reaches bob."""
+    bob = registered(ua(sserver, made, "bob"))
+    alice = ua(sserver, made, "alice")        # not registered from this socket: 407 first
+    uri = f"sip:bob@{DOMAIN}"
+    data, _, cseq = alice.build("INVITE", uri, to=uri)
+    alice.send_raw(data)
+    r = alice.expect_response(cseq=cseq)
+    assert r.status == 407, r
+    auth = alice.authorization(r, "INVITE", uri)
+    data, _, cseq = alice.build("INVITE", uri, to=uri, headers=[auth])
+    alice.send_raw(data)
+    forwarded = bob.expect_request("INVITE", answer=486)
+    assert forwarded.call_id == alice.call_id
+    final = alice.expect_response(cseq=cseq)
+    assert final.status == 486, final
+    trying = [m for m in alice.inbox if m.is_response and m.cseq[0] == cseq and m.status == 100]
+    assert len(trying) == 1, alice._describe()
+
+
 # --------------------------------------------------------------------------------------------
 # MESSAGE
 
