@@ -119,20 +119,34 @@ extension SIPCore {
         // Authenticate before looking the recipient up: an unauthenticated sender gets the
         // same 407 for every name, so the 404 cannot be used to list the accounts.
         acceptMessage(request, key: key, from: peer) { core, sender, body in
-            core.withCredentials(of: recipient) { stored in
-                guard stored != nil else {
-                    core.respond(core.response(to: request, status: 404, warning: "no user \(name)"), server: key)
-                    return
+            // The recipient's account is nearly always cached: then no closure (and no copy
+            // of the request) waits for it.
+            if let stored = core.cachedCredentials(of: recipient) {
+                core.publishDirect(ifAccount: stored, to: recipient, body: body, request: request, sender: sender, key: key)
+            } else {
+                core.withCredentials(of: recipient) { stored in
+                    core.publishDirect(ifAccount: stored, to: recipient, body: body, request: request, sender: sender, key: key)
                 }
-                core.publishDirect(to: recipient, body: body, request: request, sender: sender, key: key)
             }
         }
+    }
+
+    /// A direct message to `recipient` when the account exists (`stored`), else 404.
+    private func publishDirect(
+        ifAccount stored: StoredCredentials?, to recipient: UserName, body: String, request: SIPRequest, sender: UserName,
+        key: String
+    ) {
+        guard stored != nil else {
+            respond(response(to: request, status: 404, warning: "no user \(recipient)"), server: key)
+            return
+        }
+        publishDirect(to: recipient, body: body, request: request, sender: sender, key: key)
     }
 
     /// Checks what every MESSAGE needs (extensions, sender, authentication, a text body),
     /// then calls `body` with the sender and the text.
     private func acceptMessage(
-        _ request: SIPRequest, key: String, from peer: SIPPeer, then body: @escaping (SIPCore, UserName, String) -> Void
+        _ request: SIPRequest, key: String, from peer: SIPPeer, then body: (SIPCore, UserName, String) -> Void
     ) {
         guard extensionsSupported(request, key: key, header: "Require") else { return }
         guard let from = try? request.from(), let name = from.uri.user, isOurDomain(from.uri.host),
@@ -155,11 +169,12 @@ extension SIPCore {
             respond(response(to: request, status: 400, warning: "a MESSAGE carries a UTF-8 text body"), server: key)
             return
         }
-        let proceed = { (core: SIPCore) in body(core, sender, text) }
         if isTrusted(peer, as: sender) {
-            proceed(self)
+            body(self, sender, text)
         } else {
-            authenticate(request, key: key, header: "Proxy-Authorization", challengeStatus: 407, as: sender) { _ in proceed(self) }
+            authenticate(request, key: key, header: "Proxy-Authorization", challengeStatus: 407, as: sender) { _ in
+                body(self, sender, text)
+            }
         }
     }
 

@@ -469,13 +469,12 @@ final class SIPCore {
     func receiveResponse(_ response: SIPResponse, from peer: SIPPeer) {
         guard let via = try? response.topVia(), let branch = via.branch, let cseq = try? response.cseq() else { return }
         let key = Self.clientKey(branch: branch, method: cseq.method)
-        guard var entry = clientTransactions[key] else {
+        guard let entry = clientTransactions[key] else {
             // A 2xx retransmission for an INVITE whose transaction is gone: forward it statelessly.
             if cseq.method == .invite, response.isSuccess { forwardStrayResponse(response) }
             return
         }
         let actions = entry.transaction.receive(response, now: clock())
-        clientTransactions[key] = entry
         performClient(actions, key: key)
     }
 
@@ -542,9 +541,8 @@ final class SIPCore {
                 if actions.contains(.timeout) { proxyTimedOut(server: key) }
                 perform(actions, server: key)
             case .client(let key):
-                guard var entry = clientTransactions[key], let deadline = entry.transaction.nextDeadline, deadline <= now else { continue }
+                guard let entry = clientTransactions[key], let deadline = entry.transaction.nextDeadline, deadline <= now else { continue }
                 let actions = entry.transaction.tick(now: now)
-                clientTransactions[key] = entry
                 performClient(actions, key: key)
             case .housekeeping:
                 housekeeping(now: now)
@@ -696,10 +694,18 @@ final class ServerEntry {
     }
 }
 
-struct ClientEntry {
+/// A client transaction and who gets its responses. A class, like ``ServerEntry``: looking
+/// one up or stepping its state machine copies a reference, not the request it carries.
+final class ClientEntry {
     var transaction: ClientTransaction
-    var peer: SIPPeer
-    var handler: (SIPCore, SIPResponse) -> Void
+    let peer: SIPPeer
+    let handler: (SIPCore, SIPResponse) -> Void
+
+    init(transaction: ClientTransaction, peer: SIPPeer, handler: @escaping (SIPCore, SIPResponse) -> Void) {
+        self.transaction = transaction
+        self.peer = peer
+        self.handler = handler
+    }
 }
 
 struct TimerEntry: Comparable {
