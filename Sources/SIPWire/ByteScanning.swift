@@ -3,11 +3,8 @@
 /// character-by-character parsing of a REGISTER cost tens of microseconds.
 extension Substring {
     @inline(__always) func byteIndex(of byte: UInt8) -> Index? { utf8.firstIndex(of: byte) }
-    @inline(__always) func lastByteIndex(of byte: UInt8) -> Index? { utf8.lastIndex(of: byte) }
     @inline(__always) func after(_ index: Index) -> Index { utf8.index(after: index) }
     @inline(__always) var firstByte: UInt8? { utf8.first }
-    @inline(__always) var lastByte: UInt8? { utf8.last }
-    @inline(__always) func containsByte(_ byte: UInt8) -> Bool { utf8.contains(byte) }
 
     /// Without leading and trailing spaces and tabs.
     var trimmedSWS: Substring {
@@ -34,18 +31,6 @@ extension Substring {
         }
         parts.append(self[start..<endIndex])
         return parts
-    }
-
-    /// Lower-cased when it holds ASCII capitals; as is (no copy of the check's work) otherwise.
-    var asciiLowercased: String {
-        guard utf8.contains(where: \.isASCIIUppercase) else { return String(self) }
-        return String(decoding: utf8.map(\.asciiLowercased), as: UTF8.self)
-    }
-
-    /// A decimal port 1…65535.
-    var portNumber: Int? {
-        guard let n = parseDecimal(self), (1...65_535).contains(n) else { return nil }
-        return n
     }
 }
 

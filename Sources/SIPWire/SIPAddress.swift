@@ -18,53 +18,55 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(SIPParseError) {
-        var rest = Substring(text).trimmedSWS
+        let bytes = text.utf8.span
+        var rest = bytes.trimmingSWS(0..<bytes.count)
         var displayName: String?
-        if rest.firstByte == UInt8(ascii: "\"") {
+        if !rest.isEmpty, bytes[rest.lowerBound] == UInt8(ascii: "\"") {
             // A quoted display name with quoted-pairs.
             var name: [UInt8] = []
-            var index = rest.after(rest.startIndex)
+            var index = rest.lowerBound + 1
             var closed = false
-            while index != rest.endIndex {
-                let b = rest.utf8[index]
+            while index < rest.upperBound {
+                let b = bytes[index]
                 if b == UInt8(ascii: "\\") {
-                    index = rest.after(index)
-                    guard index != rest.endIndex else { break }
-                    name.append(rest.utf8[index])
+                    index += 1
+                    guard index < rest.upperBound else { break }
+                    name.append(bytes[index])
                 } else if b == UInt8(ascii: "\"") {
                     closed = true
                     break
                 } else {
                     name.append(b)
                 }
-                index = rest.after(index)
+                index += 1
             }
             guard closed else { throw .syntax("unterminated quoted display name") }
             displayName = String(decoding: name, as: UTF8.self)
-            rest = rest[rest.after(index)...].trimmedSWS
-            guard rest.firstByte == UInt8(ascii: "<") else { throw .syntax("display name without <URI>") }
+            rest = bytes.trimmingSWS((index + 1)..<rest.upperBound)
+            guard !rest.isEmpty, bytes[rest.lowerBound] == UInt8(ascii: "<") else { throw .syntax("display name without <URI>") }
         }
-        if let open = rest.byteIndex(of: UInt8(ascii: "<")) {
+        if let open = bytes.firstOffset(of: UInt8(ascii: "<"), in: rest) {
             if displayName == nil {
-                let name = rest[..<open].trimmedSWS
-                if !name.isEmpty { displayName = String(name) }
+                let name = bytes.trimmingSWS(rest.lowerBound..<open)
+                if !name.isEmpty { displayName = bytes.string(name) }
             }
-            let inner = rest[rest.after(open)...]
-            guard let close = inner.byteIndex(of: UInt8(ascii: ">")) else { throw .syntax("missing > in address") }
-            self.uri = try SIPURI(parsing: inner[..<close])
-            let after = inner[inner.after(close)...].trimmedSWS
-            guard after.isEmpty || after.firstByte == UInt8(ascii: ";") else { throw .syntax("junk after address") }
-            self.parameters = try [SIPParameter].parse(after)
+            let inner = (open + 1)..<rest.upperBound
+            guard let close = bytes.firstOffset(of: UInt8(ascii: ">"), in: inner) else { throw .syntax("missing > in address") }
+            let uri = try SIPURI.parse(bytes, inner.lowerBound..<close)
+            let after = bytes.trimmingSWS((close + 1)..<rest.upperBound)
+            guard after.isEmpty || bytes[after.lowerBound] == UInt8(ascii: ";") else { throw .syntax("junk after address") }
+            self.init(displayName: displayName, uri: uri, parameters: try [SIPParameter].parse(bytes, after))
         } else {
             guard displayName == nil else { throw .syntax("bad address") }
             // addr-spec: parameters after the URI belong to the header, not the URI.
-            let semi = rest.byteIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
-            let uriText = rest[..<semi].trimmedSWS
-            guard !uriText.containsByte(32), !uriText.containsByte(UInt8(ascii: ",")) else { throw .syntax("bad address") }
-            self.uri = try SIPURI(parsing: uriText)
-            self.parameters = try [SIPParameter].parse(rest[semi...])
+            let semi = bytes.firstOffset(of: UInt8(ascii: ";"), in: rest) ?? rest.upperBound
+            let uriText = bytes.trimmingSWS(rest.lowerBound..<semi)
+            guard !bytes.contains(32, in: uriText), !bytes.contains(UInt8(ascii: ","), in: uriText) else {
+                throw .syntax("bad address")
+            }
+            let uri = try SIPURI.parse(bytes, uriText)
+            self.init(displayName: nil, uri: uri, parameters: try [SIPParameter].parse(bytes, semi..<rest.upperBound))
         }
-        self.displayName = displayName
     }
 
     public var description: String {
@@ -106,35 +108,39 @@ public struct SIPVia: Hashable, Sendable, CustomStringConvertible {
     public var branch: String? { parameters[parameter: "branch"] }
 
     public init(parsing text: String) throws(SIPParseError) {
-        let text = Substring(text).trimmedSWS
+        let bytes = text.utf8.span
+        let text = bytes.trimmingSWS(0..<bytes.count)
         // sent-protocol may contain LWS around the slashes: SIP / 2.0 / UDP.
-        guard let slash1 = text.byteIndex(of: UInt8(ascii: "/")),
-              text[..<slash1].trimmedSWS.asciiLowercased == "sip"
+        guard let slash1 = bytes.firstOffset(of: UInt8(ascii: "/"), in: text),
+              bytes.equals(bytes.trimmingSWS(text.lowerBound..<slash1), "sip", ignoringCase: true)
         else { throw .syntax("bad Via protocol") }
-        let afterName = text[text.after(slash1)...]
-        guard let slash2 = afterName.byteIndex(of: UInt8(ascii: "/")), afterName[..<slash2].trimmedSWS == "2.0" else {
-            throw .syntax("bad Via protocol")
-        }
-        let third = afterName[afterName.after(slash2)...].trimmedSWS
-        guard let space = third.utf8.firstIndex(where: \.isSIPWhitespace) else { throw .syntax("bad Via") }
-        let transportText = third[..<space]
-        guard !transportText.isEmpty, transportText.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "-") }) else {
+        let afterName = (slash1 + 1)..<text.upperBound
+        guard let slash2 = bytes.firstOffset(of: UInt8(ascii: "/"), in: afterName),
+              bytes.equals(bytes.trimmingSWS(afterName.lowerBound..<slash2), "2.0")
+        else { throw .syntax("bad Via protocol") }
+        let third = bytes.trimmingSWS((slash2 + 1)..<text.upperBound)
+        guard let space = bytes.firstOffset(in: third, where: \.isSIPWhitespace) else { throw .syntax("bad Via") }
+        let transportRange = third.lowerBound..<space
+        guard !transportRange.isEmpty, bytes.allSatisfy(in: transportRange, { isAlnum($0) || $0 == UInt8(ascii: "-") }) else {
             throw .syntax("bad Via transport")
         }
-        transport = transportText.utf8.contains(where: \.isASCIILowercase)
-            ? String(decoding: transportText.utf8.map(\.asciiUppercased), as: UTF8.self)
-            : String(transportText)
-        var rest = third[space...].trimmedSWS
-        var paramsText: Substring = ""
-        if let semi = rest.byteIndex(of: UInt8(ascii: ";")) {
-            paramsText = rest[semi...]
-            rest = rest[..<semi]
+        transport = bytes.uppercasedString(transportRange)
+        var rest = bytes.trimmingSWS(space..<third.upperBound)
+        var paramsRange = rest.upperBound..<rest.upperBound
+        if let semi = bytes.firstOffset(of: UInt8(ascii: ";"), in: rest) {
+            paramsRange = semi..<rest.upperBound
+            rest = rest.lowerBound..<semi
         }
         // LWS may sit around the colon of sent-by (RFC 3261 §25.1): dropped before parsing.
-        let hostport = rest.utf8.contains(where: \.isSIPWhitespace)
-            ? Substring(String(decoding: rest.utf8.filter { $0 != 32 && $0 != 9 }, as: UTF8.self)) : rest
-        (host, port) = try SIPURI.parseHostPort(hostport)
-        parameters = try [SIPParameter].parse(paramsText)
+        if bytes.firstOffset(in: rest, where: \.isSIPWhitespace) != nil {
+            var joined: [UInt8] = []
+            for i in rest where !bytes[i].isSIPWhitespace { joined.append(bytes[i]) }
+            let compact = joined.span
+            (host, port) = try SIPURI.parseHostPort(compact, 0..<compact.count)
+        } else {
+            (host, port) = try SIPURI.parseHostPort(bytes, rest)
+        }
+        parameters = try [SIPParameter].parse(bytes, paramsRange)
         if let branch = parameters[parameter: "branch"], branch.isEmpty { throw .syntax("empty Via branch") }
     }
 
@@ -170,9 +176,12 @@ public struct SIPCSeq: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// A non-negative decimal (1*DIGIT, leading zeros allowed); nil when not all digits or too large.
-func parseDecimal(_ text: some StringProtocol) -> Int? {
-    guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }) else { return nil }
-    let significant = text.utf8.drop(while: { $0 == 48 })
-    guard significant.count <= 12 else { return nil }
-    return significant.reduce(0) { $0 * 10 + Int($1 - 48) }
+func parseDecimal(_ text: Substring) -> Int? {
+    let bytes = text.utf8.span
+    return bytes.decimal(0..<bytes.count)
+}
+
+func parseDecimal(_ text: String) -> Int? {
+    let bytes = text.utf8.span
+    return bytes.decimal(0..<bytes.count)
 }

@@ -41,30 +41,43 @@ extension Array where Element == SIPParameter {
     /// Parses `;a=b;c`. An empty parameter (`;;`, a trailing `;`) is an error; URI parameters
     /// are unescaped (`%6C%72` is `lr`), header parameters are tokens or quoted strings.
     static func parse(_ text: Substring, unescaping: Bool = false) throws(SIPParseError) -> [SIPParameter] {
-        let text = text.trimmedSWS
+        let bytes = text.utf8.span
+        return try parse(bytes, 0..<bytes.count, unescaping: unescaping)
+    }
+
+    /// ``parse(_:unescaping:)`` of the bytes in `range`.
+    static func parse(_ bytes: Span<UInt8>, _ range: Range<Int>, unescaping: Bool = false) throws(SIPParseError) -> [SIPParameter] {
+        let text = bytes.trimmingSWS(range)
         guard !text.isEmpty else { return [] }
-        guard text.firstByte == UInt8(ascii: ";") else { throw .syntax("parameters must start with ;") }
-        var rest = text[text.after(text.startIndex)...]
+        guard bytes[text.lowerBound] == UInt8(ascii: ";") else { throw .syntax("parameters must start with ;") }
         var out: [SIPParameter] = []
-        out.reserveCapacity(rest.utf8.reduce(1) { $1 == UInt8(ascii: ";") ? $0 + 1 : $0 })
-        // Piece by piece, without an array of the pieces first.
+        var count = 1
+        for i in text where bytes[i] == UInt8(ascii: ";") { count += 1 }
+        out.reserveCapacity(count)
+        var start = text.lowerBound + 1
         while true {
-            let end = rest.byteIndex(of: UInt8(ascii: ";")) ?? rest.endIndex
-            let trimmed = rest[..<end].trimmedSWS
-            guard !trimmed.isEmpty else { throw .syntax("empty parameter") }
-            var nameText = trimmed, valueText: Substring?
-            if let eq = trimmed.byteIndex(of: UInt8(ascii: "=")) {
-                nameText = trimmed[..<eq].trimmedSWS
-                valueText = trimmed[trimmed.after(eq)...].trimmedSWS
+            let end = bytes.firstOffset(of: UInt8(ascii: ";"), in: start..<text.upperBound) ?? text.upperBound
+            let piece = bytes.trimmingSWS(start..<end)
+            guard !piece.isEmpty else { throw .syntax("empty parameter") }
+            var name = piece
+            var value: Range<Int>?
+            if let eq = bytes.firstOffset(of: UInt8(ascii: "="), in: piece) {
+                name = bytes.trimmingSWS(piece.lowerBound..<eq)
+                value = bytes.trimmingSWS((eq + 1)..<piece.upperBound)
             }
-            guard !nameText.isEmpty else { throw .syntax("parameter without a name") }
+            guard !name.isEmpty else { throw .syntax("parameter without a name") }
             if unescaping {
-                out.append(SIPParameter(try SIPURI.unescape(nameText), try valueText.map { v throws(SIPParseError) in try SIPURI.unescape(v) }))
+                let nameText = try SIPURI.unescape(bytes, name)
+                var valueText: String?
+                if let value { valueText = try SIPURI.unescape(bytes, value) }
+                out.append(SIPParameter(nameText, valueText))
             } else {
-                out.append(SIPParameter(String(nameText), valueText.map(String.init)))
+                var valueText: String?
+                if let value { valueText = bytes.string(value) }
+                out.append(SIPParameter(bytes.string(name), valueText))
             }
-            if end == rest.endIndex { return out }
-            rest = rest[rest.after(end)...]
+            if end == text.upperBound { return out }
+            start = end + 1
         }
     }
 }
@@ -105,80 +118,104 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
         try self.init(parsing: Substring(text))
     }
 
-    /// Parses a URI inside a larger value (an address's `<…>`) without copying it out first.
+    /// Parses a URI inside a larger value (the Request-URI of a start line).
     init(parsing text: Substring) throws(SIPParseError) {
-        let text = text.trimmedSWS
-        guard let colon = text.byteIndex(of: UInt8(ascii: ":")), colon != text.startIndex else {
-            throw .syntax("URI without a scheme: \(text.prefix(64))")
-        }
-        let schemeText = text[..<colon]
-        guard schemeText.utf8.allSatisfy({ isAlnum($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".") }),
-              let first = schemeText.firstByte, isAlpha(first)
-        else { throw .syntax("bad URI scheme") }
-        let scheme = schemeText.asciiLowercased
+        let bytes = text.utf8.span
+        self = try SIPURI.parse(bytes, 0..<bytes.count)
+    }
+
+    private init(
+        scheme: String, user: String?, password: String?, host: String, port: Int?, parameters: [SIPParameter],
+        headers: String?, opaque: String?
+    ) {
         self.scheme = scheme
-        self.parameters = []
-        self.headers = nil
-        self.password = nil
-        self.user = nil
-        self.port = nil
-        self.opaque = nil
-        var rest = text[text.after(colon)...]
-        guard scheme == "sip" || scheme == "sips" else {
-            guard !rest.isEmpty, !rest.containsByte(32) else { throw .syntax("bad URI") }
-            self.host = ""
-            self.opaque = String(rest)
-            return
+        self.user = user
+        self.password = password
+        self.host = host
+        self.port = port
+        self.parameters = parameters
+        self.headers = headers
+        self.opaque = opaque
+    }
+
+    /// The URI in `range` of `bytes` (surrounding spaces and tabs allowed): an address's `<…>`
+    /// is parsed where it sits.
+    static func parse(_ bytes: Span<UInt8>, _ range: Range<Int>) throws(SIPParseError) -> SIPURI {
+        let text = bytes.trimmingSWS(range)
+        guard let colon = bytes.firstOffset(of: UInt8(ascii: ":"), in: text), colon != text.lowerBound else {
+            throw .syntax("URI without a scheme: \(bytes.string(text).prefix(64))")
         }
+        let schemeRange = text.lowerBound..<colon
+        guard isAlpha(bytes[text.lowerBound]), bytes.allSatisfy(in: schemeRange, {
+            isAlnum($0) || $0 == UInt8(ascii: "+") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: ".")
+        }) else { throw .syntax("bad URI scheme") }
+        let scheme = bytes.lowercasedString(schemeRange)
+        var rest = (colon + 1)..<text.upperBound
+        guard scheme == "sip" || scheme == "sips" else {
+            guard !rest.isEmpty, !bytes.contains(32, in: rest) else { throw .syntax("bad URI") }
+            return SIPURI(scheme: scheme, user: nil, password: nil, host: "", port: nil, parameters: [], headers: nil,
+                          opaque: bytes.string(rest))
+        }
+        var user: String?, password: String?, headers: String?
+        var parameters: [SIPParameter] = []
         // The user part may hold `;` and `?` (user-unreserved) but never an unescaped `@`,
         // which neither parameters nor headers allow: split there first.
-        if let at = rest.byteIndex(of: UInt8(ascii: "@")) {
-            let userinfo = rest[..<at]
-            rest = rest[rest.after(at)...]
+        if let at = bytes.firstOffset(of: UInt8(ascii: "@"), in: rest) {
+            let userinfo = rest.lowerBound..<at
+            rest = (at + 1)..<rest.upperBound
             var userPart = userinfo
-            if let c = userinfo.byteIndex(of: UInt8(ascii: ":")) {
-                password = try SIPURI.unescape(userinfo[userinfo.after(c)...])
-                userPart = userinfo[..<c]
+            if let c = bytes.firstOffset(of: UInt8(ascii: ":"), in: userinfo) {
+                password = try unescape(bytes, (c + 1)..<userinfo.upperBound)
+                userPart = userinfo.lowerBound..<c
             }
             guard !userPart.isEmpty else { throw .syntax("empty user in URI") }
-            guard userPart.utf8.allSatisfy(SIPURI.isUserByte) else { throw .syntax("bad character in URI user") }
-            user = try SIPURI.unescape(userPart)
+            guard bytes.allSatisfy(in: userPart, SIPURI.isUserByte) else { throw .syntax("bad character in URI user") }
+            user = try unescape(bytes, userPart)
         }
-        if let q = rest.byteIndex(of: UInt8(ascii: "?")) {
-            headers = String(rest[rest.after(q)...])
-            rest = rest[..<q]
+        if let q = bytes.firstOffset(of: UInt8(ascii: "?"), in: rest) {
+            headers = bytes.string((q + 1)..<rest.upperBound)
+            rest = rest.lowerBound..<q
         }
         var hostport = rest
-        if let semi = rest.byteIndex(of: UInt8(ascii: ";")) {
-            hostport = rest[..<semi]
-            parameters = try [SIPParameter].parse(rest[semi...], unescaping: true)
+        if let semi = bytes.firstOffset(of: UInt8(ascii: ";"), in: rest) {
+            hostport = rest.lowerBound..<semi
+            parameters = try [SIPParameter].parse(bytes, semi..<rest.upperBound, unescaping: true)
         }
-        (host, port) = try SIPURI.parseHostPort(hostport)
+        let (host, port) = try parseHostPort(bytes, hostport)
+        return SIPURI(scheme: scheme, user: user, password: password, host: host, port: port, parameters: parameters,
+                      headers: headers, opaque: nil)
     }
 
     /// `host[:port]` (IPv6 references in brackets): the host lower-cased and checked, the port
     /// 1–65535. Shared by URIs and the Via sent-by.
-    static func parseHostPort(_ hostport: Substring) throws(SIPParseError) -> (host: String, port: Int?) {
-        if hostport.firstByte == UInt8(ascii: "[") {
-            guard let close = hostport.byteIndex(of: UInt8(ascii: "]")) else { throw .syntax("bad IPv6 reference") }
-            let after = hostport[hostport.after(close)...]
-            guard !after.isEmpty else { return (hostport[...close].asciiLowercased, nil) }
-            guard after.firstByte == UInt8(ascii: ":"), let p = after[after.after(after.startIndex)...].portNumber else {
+    static func parseHostPort(_ bytes: Span<UInt8>, _ range: Range<Int>) throws(SIPParseError) -> (host: String, port: Int?) {
+        if !range.isEmpty, bytes[range.lowerBound] == UInt8(ascii: "[") {
+            guard let close = bytes.firstOffset(of: UInt8(ascii: "]"), in: range) else { throw .syntax("bad IPv6 reference") }
+            let host = bytes.lowercasedString(range.lowerBound..<(close + 1))
+            let after = (close + 1)..<range.upperBound
+            guard !after.isEmpty else { return (host, nil) }
+            guard bytes[after.lowerBound] == UInt8(ascii: ":"), let p = port(bytes, (after.lowerBound + 1)..<after.upperBound) else {
                 throw .syntax("bad port")
             }
-            return (hostport[...close].asciiLowercased, p)
+            return (host, p)
         }
-        var hostText = hostport
-        var port: Int?
-        if let c = hostport.byteIndex(of: UInt8(ascii: ":")) {
-            guard let p = hostport[hostport.after(c)...].portNumber else { throw .syntax("bad port") }
-            port = p
-            hostText = hostport[..<c]
+        var hostRange = range
+        var portNumber: Int?
+        if let c = bytes.firstOffset(of: UInt8(ascii: ":"), in: range) {
+            guard let p = port(bytes, (c + 1)..<range.upperBound) else { throw .syntax("bad port") }
+            portNumber = p
+            hostRange = range.lowerBound..<c
         }
-        guard !hostText.isEmpty, hostText.utf8.allSatisfy({
+        guard !hostRange.isEmpty, bytes.allSatisfy(in: hostRange, {
             isAlnum($0) || $0 == UInt8(ascii: ".") || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_")
         }) else { throw .syntax("bad host in URI") }
-        return (hostText.asciiLowercased, port)
+        return (bytes.lowercasedString(hostRange), portNumber)
+    }
+
+    /// A decimal port 1…65535.
+    private static func port(_ bytes: Span<UInt8>, _ range: Range<Int>) -> Int? {
+        guard let n = bytes.decimal(range), (1...65_535).contains(n) else { return nil }
+        return n
     }
 
     public var description: String {
@@ -217,21 +254,26 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
         return isAlnum(b) || "-_.!~*'()&=+$,;?/%".utf8.contains(b)
     }
 
-    static func unescape(_ text: Substring) throws(SIPParseError) -> String {
-        guard text.containsByte(UInt8(ascii: "%")) else { return String(text) }
-        var bytes: [UInt8] = []
-        var iterator = Array(text.utf8).makeIterator()
-        while let b = iterator.next() {
+    /// The bytes of `range` with `%XX` escapes decoded; the result must be UTF-8.
+    static func unescape(_ bytes: Span<UInt8>, _ range: Range<Int>) throws(SIPParseError) -> String {
+        guard bytes.contains(UInt8(ascii: "%"), in: range) else { return bytes.string(range) }
+        var out: [UInt8] = []
+        out.reserveCapacity(range.count)
+        var i = range.lowerBound
+        while i < range.upperBound {
+            let b = bytes[i]
             if b == UInt8(ascii: "%") {
-                guard let h = iterator.next(), let l = iterator.next(), let hv = hexValue(h), let lv = hexValue(l) else {
+                guard i + 2 < range.upperBound, let hv = hexValue(bytes[i + 1]), let lv = hexValue(bytes[i + 2]) else {
                     throw .syntax("bad escape in URI")
                 }
-                bytes.append(hv << 4 | lv)
+                out.append(hv << 4 | lv)
+                i += 3
             } else {
-                bytes.append(b)
+                out.append(b)
+                i += 1
             }
         }
-        guard let s = String(validating: bytes, as: UTF8.self) else { throw .syntax("URI escape is not UTF-8") }
+        guard let s = String(validating: out, as: UTF8.self) else { throw .syntax("URI escape is not UTF-8") }
         return s
     }
 

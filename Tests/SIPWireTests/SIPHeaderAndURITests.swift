@@ -34,7 +34,34 @@ import Testing
         #expect("Content-LENGTH".caseInsensitiveEquals("content-length"))
         #expect(!"a[".caseInsensitiveEquals("a{"))
         #expect(!"Via".caseInsensitiveEquals("Vias"))
-        #expect(Substring("SIP:Alice@Example.COM").asciiLowercased == "sip:alice@example.com")
+        // (Span results are taken into locals first: #expect cannot capture a Span.)
+        let text = "SIP:Alice@Example.COM é"
+        let span = text.utf8.span
+        let lowered = span.lowercasedString(0..<span.count), raised = span.uppercasedString(4..<9)
+        #expect(lowered == "sip:alice@example.com é")
+        #expect(raised == "ALICE")
+    }
+
+    @Test func scanningBytesByOffset() {
+        let text = " \t sip / 2.0;x=007 \t"
+        let bytes = text.utf8.span
+        let trimmed = bytes.trimmingSWS(0..<bytes.count)
+        let trimmedText = bytes.string(trimmed), blank = bytes.trimmingSWS(0..<3)
+        #expect(trimmedText == "sip / 2.0;x=007")
+        #expect(blank.isEmpty)
+        let sipAnyCase = bytes.equals(3..<6, "SIP", ignoringCase: true), sipExact = bytes.equals(3..<6, "SIP")
+        let sips = bytes.equals(3..<6, "sips", ignoringCase: true)
+        #expect(sipAnyCase && !sipExact && !sips)
+        let slash = bytes.firstOffset(of: UInt8(ascii: "/"), in: trimmed)
+        let noSlash = bytes.firstOffset(of: UInt8(ascii: "/"), in: 8..<bytes.count)
+        #expect(slash == 7 && noSlash == nil)
+        let seven = bytes.decimal(15..<18)
+        #expect(seven == 7)
+        let digits = "0000000000001234567890123".utf8.span
+        let leadingZeros = digits.decimal(0..<22), thirteen = digits.decimal(0..<digits.count), empty = digits.decimal(0..<0)
+        #expect(leadingZeros == 1_234_567_890)   // leading zeros do not count
+        #expect(thirteen == nil)                 // 13 significant digits
+        #expect(empty == nil)
     }
 
     @Test func listSplitting() {
