@@ -147,11 +147,6 @@ public struct SIPHeaders: Hashable, Sendable, Sequence {
         canonicalName(utf8: name.utf8) ?? name
     }
 
-    /// ``canonicalName(_:)`` of a name still in the bytes it was read from.
-    static func canonicalName(_ bytes: ArraySlice<UInt8>) -> String {
-        canonicalName(utf8: bytes) ?? String(decoding: bytes, as: UTF8.self)
-    }
-
     /// The canonical spelling of a compact form or a well-known name (RFC 3261 and a few
     /// later RFCs); nil for any other name. A switch over literals: no String is made, no
     /// table is hashed or retained for the name of each header line.

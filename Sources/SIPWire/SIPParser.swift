@@ -41,70 +41,80 @@ public struct SIPParser: Sendable {
 
     /// Start line and header fields of a head (without the blank line).
     func parseHead(_ head: ArraySlice<UInt8>) throws(SIPParseError) -> (String, SIPHeaders) {
+        // Offsets into a Span of the head: no slice of the datagram (each one a reference to
+        // retain and release) is made per line or per field.
+        let bytes = head.span
         // Sized once: grown from empty, the two arrays below were five reallocations a message.
-        // Line bounds rather than slices: a slice holds a reference to the datagram.
         var lines: [Range<Int>] = []
         lines.reserveCapacity(24)
-        var lineStart = head.startIndex
-        var index = head.startIndex
-        while index < head.endIndex {
-            if head[index] == 10 {
-                var lineEnd = index
-                if lineEnd > lineStart, head[lineEnd - 1] == 13 { lineEnd -= 1 }
-                lines.append(lineStart..<lineEnd)
-                lineStart = index + 1
-            }
-            index += 1
+        var lineStart = 0
+        for index in 0..<bytes.count where bytes[index] == 10 {
+            var lineEnd = index
+            if lineEnd > lineStart, bytes[lineEnd - 1] == 13 { lineEnd -= 1 }
+            lines.append(lineStart..<lineEnd)
+            lineStart = index + 1
         }
-        if lineStart < head.endIndex {
-            var lineEnd = head.endIndex
-            if head[lineEnd - 1] == 13 { lineEnd -= 1 }
+        if lineStart < bytes.count {
+            var lineEnd = bytes.count
+            if bytes[lineEnd - 1] == 13 { lineEnd -= 1 }
             lines.append(lineStart..<lineEnd)
         }
-        guard let firstLine = lines.first, !firstLine.isEmpty else { throw .syntax("missing start line") }
-        let first = head[firstLine]
+        guard let first = lines.first, !first.isEmpty else { throw .syntax("missing start line") }
         guard first.count <= limits.maxLineBytes else { throw .tooLarge("start line too long") }
-        guard let startLine = utf8String(first) else { throw .syntax("start line is not UTF-8") }
+        guard let startLine = SIPParser.utf8String(bytes, first) else { throw .syntax("start line is not UTF-8") }
 
         var fields: [SIPHeaders.Field] = []
         fields.reserveCapacity(lines.count - 1)
-        // The current field: its first line as a slice of the datagram, or a copy with its
-        // continuation lines folded in (rare), so that most fields are not copied here.
-        var pending: ArraySlice<UInt8>?
+        // The current field: its first line, or a copy with its continuation lines folded in
+        // (rare), so that most fields are not copied here.
+        var pending: Range<Int>?
         var folded: [UInt8]?
-        func addField(_ bytes: ArraySlice<UInt8>) throws(SIPParseError) {
+        func addField(_ line: Span<UInt8>, _ range: Range<Int>) throws(SIPParseError) {
             guard fields.count < limits.maxHeaders else {
                 throw .tooLarge("more than \(limits.maxHeaders) header fields")
             }
-            guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")) else { throw .syntax("header line without a colon") }
+            guard let colon = line.firstOffset(of: UInt8(ascii: ":"), in: range) else {
+                throw .syntax("header line without a colon")
+            }
             // A line never starts with whitespace here (that is a continuation line).
-            let nameBytes = bytes[..<colon].trimmingSIPWhitespace()
-            guard !nameBytes.isEmpty, nameBytes.allSatisfy(isTokenByte) else { throw .syntax("bad header name") }
+            let nameRange = line.trimmingSWS(range.lowerBound..<colon)
+            guard !nameRange.isEmpty, line.allSatisfy(in: nameRange, isTokenByte) else { throw .syntax("bad header name") }
             // The value without surrounding spaces and tabs, trimmed before it becomes a String.
-            guard let value = utf8String(bytes[(colon + 1)...].trimmingSIPWhitespace()) else {
+            guard let value = SIPParser.utf8String(line, line.trimmingSWS((colon + 1)..<range.upperBound)) else {
                 throw .syntax("header value is not UTF-8")
             }
-            fields.append(SIPHeaders.Field(name: SIPHeaders.canonicalName(nameBytes), value: value))
+            let name = line.extracting(nameRange).withUnsafeBufferPointer { SIPHeaders.canonicalName(utf8: $0) }
+            fields.append(SIPHeaders.Field(name: name ?? line.string(nameRange), value: value))
         }
         func flush() throws(SIPParseError) {
-            if let folded { try addField(folded[...]) } else if let pending { try addField(pending) }
+            if let folded {
+                let span = folded.span
+                try addField(span, 0..<span.count)
+            } else if let pending {
+                try addField(bytes, pending)
+            }
             pending = nil
             folded = nil
         }
         // An error in a header line keeps the fields read before it, so that a server can still
         // answer (400, 413) a request whose Via, From, To, Call-ID and CSeq came first.
         do throws(SIPParseError) {
-            for bounds in lines.dropFirst() {
-                let line = head[bounds]
+            for line in lines.dropFirst() {
                 guard line.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
-                if let firstByte = line.first, firstByte.isSIPWhitespace {
+                if !line.isEmpty, bytes[line.lowerBound].isSIPWhitespace {
                     // A continuation line: folded into the previous field with one space.
                     if folded == nil {
                         guard let pending else { throw .syntax("continuation line without a header") }
-                        folded = Array(pending)
+                        folded = []
+                        for i in pending { folded!.append(bytes[i]) }
                     }
                     folded!.append(32)
-                    folded!.append(contentsOf: line.drop(while: \.isSIPWhitespace))
+                    var i = line.lowerBound
+                    while i < line.upperBound, bytes[i].isSIPWhitespace { i += 1 }
+                    while i < line.upperBound {
+                        folded!.append(bytes[i])
+                        i += 1
+                    }
                     guard folded!.count <= limits.maxLineBytes else { throw .tooLarge("header line too long") }
                 } else {
                     try flush()
@@ -122,9 +132,9 @@ public struct SIPParser: Sendable {
     /// is ASCII, which is UTF-8 as it stands: checked here with a loop the compiler
     /// specializes, instead of the standard library's generic validation (which looked up
     /// type metadata for every header line).
-    private func utf8String(_ bytes: ArraySlice<UInt8>) -> String? {
-        if bytes.allSatisfy({ $0 < 0x80 }) { return String(decoding: bytes, as: UTF8.self) }
-        return String(validating: bytes, as: UTF8.self)
+    private static func utf8String(_ bytes: Span<UInt8>, _ range: Range<Int>) -> String? {
+        if bytes.allSatisfy(in: range, { $0 < 0x80 }) { return bytes.string(range) }
+        return bytes.extracting(range).withUnsafeBufferPointer { String(validating: $0, as: UTF8.self) }
     }
 
     func makeMessage(startLine: String, headers: SIPHeaders, body: [UInt8]) throws(SIPParseError) -> SIPMessage {
