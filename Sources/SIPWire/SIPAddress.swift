@@ -18,6 +18,13 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
     }
 
     public init(parsing text: String) throws(SIPParseError) {
+        // The parts come back as a tuple assigned at once: assigning the fields one by one,
+        // or delegating to init(displayName:uri:parameters:), made the optimizer build the
+        // value twice and copy it (a retain and a release of every field, per address).
+        (displayName, uri, parameters) = try SIPAddress.parts(parsing: text)
+    }
+
+    private static func parts(parsing text: String) throws(SIPParseError) -> (String?, SIPURI, [SIPParameter]) {
         let bytes = text.utf8.span
         var rest = bytes.trimmingSWS(0..<bytes.count)
         var displayName: String?
@@ -55,7 +62,7 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
             let uri = try SIPURI.parse(bytes, inner.lowerBound..<close)
             let after = bytes.trimmingSWS((close + 1)..<rest.upperBound)
             guard after.isEmpty || bytes[after.lowerBound] == UInt8(ascii: ";") else { throw .syntax("junk after address") }
-            self.init(displayName: displayName, uri: uri, parameters: try [SIPParameter].parse(bytes, after))
+            return (displayName, uri, try [SIPParameter].parse(bytes, after))
         } else {
             guard displayName == nil else { throw .syntax("bad address") }
             // addr-spec: parameters after the URI belong to the header, not the URI.
@@ -65,7 +72,7 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
                 throw .syntax("bad address")
             }
             let uri = try SIPURI.parse(bytes, uriText)
-            self.init(displayName: nil, uri: uri, parameters: try [SIPParameter].parse(bytes, semi..<rest.upperBound))
+            return (nil, uri, try [SIPParameter].parse(bytes, semi..<rest.upperBound))
         }
     }
 

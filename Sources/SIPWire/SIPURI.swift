@@ -98,46 +98,6 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
     /// For schemes other than sip/sips: everything after the colon.
     public var opaque: String?
 
-    public init(
-        scheme: String = "sip", user: String? = nil, host: String, port: Int? = nil,
-        parameters: [SIPParameter] = [], headers: String? = nil
-    ) {
-        self.scheme = scheme
-        self.user = user
-        self.password = nil
-        self.host = host
-        self.port = port
-        self.parameters = parameters
-        self.headers = headers
-        self.opaque = nil
-    }
-
-    public var isSIP: Bool { scheme == "sip" || scheme == "sips" }
-
-    public init(parsing text: String) throws(SIPParseError) {
-        try self.init(parsing: Substring(text))
-    }
-
-    /// Parses a URI inside a larger value (the Request-URI of a start line).
-    init(parsing text: Substring) throws(SIPParseError) {
-        let bytes = text.utf8.span
-        self = try SIPURI.parse(bytes, 0..<bytes.count)
-    }
-
-    private init(
-        scheme: String, user: String?, password: String?, host: String, port: Int?, parameters: [SIPParameter],
-        headers: String?, opaque: String?
-    ) {
-        self.scheme = scheme
-        self.user = user
-        self.password = password
-        self.host = host
-        self.port = port
-        self.parameters = parameters
-        self.headers = headers
-        self.opaque = opaque
-    }
-
     /// The URI in `range` of `bytes` (surrounding spaces and tabs allowed): an address's `<…>`
     /// is parsed where it sits.
     static func parse(_ bytes: Span<UInt8>, _ range: Range<Int>) throws(SIPParseError) -> SIPURI {
@@ -293,6 +253,37 @@ public struct SIPURI: Hashable, Sendable, CustomStringConvertible {
             }
         }
         return out
+    }
+}
+
+// Initializers live in an extension so that the struct keeps its synthesized memberwise
+// initializer: building the parsed value through an explicit initializer made the optimizer
+// construct it twice and copy it (a retain and a release of every field, per URI parsed).
+extension SIPURI {
+    public init(
+        scheme: String = "sip", user: String? = nil, host: String, port: Int? = nil,
+        parameters: [SIPParameter] = [], headers: String? = nil
+    ) {
+        self.scheme = scheme
+        self.user = user
+        self.password = nil
+        self.host = host
+        self.port = port
+        self.parameters = parameters
+        self.headers = headers
+        self.opaque = nil
+    }
+
+    public var isSIP: Bool { scheme == "sip" || scheme == "sips" }
+
+    public init(parsing text: String) throws(SIPParseError) {
+        try self.init(parsing: Substring(text))
+    }
+
+    /// Parses a URI inside a larger value (the Request-URI of a start line).
+    init(parsing text: Substring) throws(SIPParseError) {
+        let bytes = text.utf8.span
+        self = try SIPURI.parse(bytes, 0..<bytes.count)
     }
 }
 
