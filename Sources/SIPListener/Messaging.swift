@@ -328,7 +328,7 @@ extension SIPCore {
                 break
             }
         }
-        output?.flush()
+        flushAfterQueuedTasks()
     }
 
     private func memberPublished(_ ack: Ack, member: Member) {

@@ -46,6 +46,8 @@ final class SIPCore {
     var bindingWriteWaiters: [() -> Void] = []
     var bindingWriteInFlight = false
     var bindingWriteScheduled = false
+    /// A flush of the output waits behind the tasks already queued on the loop.
+    var flushQueued = false
 
     // Members (SIP users with a bus session)
     var members: [UserName: Member] = [:]
@@ -410,6 +412,19 @@ final class SIPCore {
         serverTransactions[key] = nil
         proxyContexts[key] = nil
         sendStateless(response, to: entry.peer)
+    }
+
+    /// Flushes the output once the loop has run the tasks queued before this one. The bus
+    /// wakes each member's drain as a task of its own (a direct message wakes the sender's,
+    /// for the ack, and the recipient's): their datagrams then leave in one `sendmmsg`.
+    func flushAfterQueuedTasks() {
+        guard !flushQueued else { return }
+        flushQueued = true
+        let bound = self.bound
+        loop.execute {
+            bound.value.flushQueued = false
+            bound.value.output?.flush()
+        }
     }
 
     func sendStateless(_ response: SIPResponse, to peer: SIPPeer) {

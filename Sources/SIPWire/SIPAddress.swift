@@ -81,7 +81,11 @@ public struct SIPAddress: Hashable, Sendable, CustomStringConvertible {
         if let displayName {
             out += "\"" + displayName.replacingQuotes() + "\" "
         }
-        out += "<\(uri)>" + parameters.serialized
+        // Appended piece by piece: interpolating `uri` copied it into the interpolation.
+        out += "<"
+        out += uri.description
+        out += ">"
+        out += parameters.serialized
         return out
     }
 }
