@@ -47,19 +47,21 @@ extension Span where Element == UInt8 {
 
     /// ``string(_:)`` with ASCII capitals made small (schemes, hosts).
     func lowercasedString(_ range: Range<Int>) -> String {
-        guard firstOffset(in: range, where: \.isASCIIUppercase) != nil else { return string(range) }
-        var bytes: [UInt8] = []
-        bytes.reserveCapacity(range.count)
-        for i in range { bytes.append(self[i].asciiLowercased) }
-        return String(decoding: bytes, as: UTF8.self)
+        string(range, folding: \.isASCIIUppercase, with: \.asciiLowercased)
     }
 
     /// ``string(_:)`` with ASCII small letters made capitals (a Via's transport).
     func uppercasedString(_ range: Range<Int>) -> String {
-        guard firstOffset(in: range, where: \.isASCIILowercase) != nil else { return string(range) }
+        string(range, folding: \.isASCIILowercase, with: \.asciiUppercased)
+    }
+
+    /// ``string(_:)`` with every byte that `needsFolding` passed through `fold`; no copy
+    /// to fold when no byte needs it (nearly always).
+    private func string(_ range: Range<Int>, folding needsFolding: (UInt8) -> Bool, with fold: (UInt8) -> UInt8) -> String {
+        guard firstOffset(in: range, where: needsFolding) != nil else { return string(range) }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(range.count)
-        for i in range { bytes.append(self[i].asciiUppercased) }
+        for i in range { bytes.append(fold(self[i])) }
         return String(decoding: bytes, as: UTF8.self)
     }
 
