@@ -2284,6 +2284,8 @@ def main() -> int:
         sip = {}
     sections["sip"] = acc.report()
     reused = None
+    # Where each section's figures come from: this run, or (reused) the run that measured them.
+    provenance: dict[str, dict] = {}
     if args.reuse:
         prev = json.loads(Path(args.reuse).read_text())
         taken = []
@@ -2291,6 +2293,10 @@ def main() -> int:
             if name not in only and prev.get(name):
                 taken.append(name)
                 sections[name] = prev.get("sections", {}).get(name, {})
+                # A file that was itself partly reused knows which run measured each section.
+                provenance[name] = prev.get("provenance", {}).get(name) or {
+                    "started": prev.get("started", "?"), "command": prev.get("command", "?"),
+                    "foreign_cpu": prev.get("machine", {}).get("foreign_cpu", "?")}
         fanout = prev["fanout"] if "fanout" in taken else fanout
         history = prev["history"] if "history" in taken else history
         line = prev["line"] if "line" in taken else line
@@ -2299,9 +2305,14 @@ def main() -> int:
         xmpp = prev["xmpp"] if "xmpp" in taken else xmpp
         sip = prev["sip"] if "sip" in taken else sip
         if taken:
-            reused = (f"Sections {', '.join(taken)} are re-rendered from the raw results of an earlier run "
-                      f"(started {prev.get('started', '?')}, command `{prev.get('command', '?')}`, machine load then: "
-                      f"{prev.get('machine', {}).get('foreign_cpu', '?')}); only {', '.join(sorted(only))} "
+            runs: dict[tuple, list[str]] = {}
+            for name in taken:
+                p = provenance[name]
+                runs.setdefault((p["started"], p["command"], p["foreign_cpu"]), []).append(name)
+            earlier = "; ".join(
+                f"sections {', '.join(names)} from the run started {started_at} (command `{cmd}`, machine load "
+                f"then: {foreign})" for (started_at, cmd, foreign), names in runs.items())
+            reused = (f"Re-rendered from the raw results of earlier runs: {earlier}. Only {', '.join(sorted(only))} "
                       "was measured by the command above.")
     finished = dt.datetime.now(dt.timezone.utc)
     try:
@@ -2320,6 +2331,10 @@ def main() -> int:
         machine["foreign_cpu"] = (f"{cpu['foreign_core_seconds']} core-seconds "
                                   f"({cpu['foreign_share'] * 100:.1f} % of the machine over {cpu['wall_seconds']} s); "
                                   f"hypervisor steal {cpu['steal_share'] * 100:.1f} %")
+    for name in ("fanout", "history", "line", "ws", "mqtt", "xmpp", "sip"):
+        if name in only:
+            provenance[name] = {"started": started.isoformat(), "command": command,
+                                "foreign_cpu": machine.get("foreign_cpu", "?")}
     log(f"cpu accounting: {cpu}")
 
     md: list[str] = []
@@ -2333,7 +2348,7 @@ def main() -> int:
     if raw.resolve() != out.resolve():
         raw.write_text(json.dumps({"machine": machine, "command": command, "started": started.isoformat(),
                                    "fanout": fanout, "history": history, "line": line, "ws": ws, "mqtt": mqtt,
-                                   "xmpp": xmpp, "sip": sip, "sections": sections,
+                                   "xmpp": xmpp, "sip": sip, "sections": sections, "provenance": provenance,
                                    "finished": finished.isoformat()}, indent=1))
         log(f"wrote {raw}")
     return 0
